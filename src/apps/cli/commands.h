@@ -1,0 +1,17 @@
+// Subcommands of the `rwkv` command-line program.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace rwkv::cli {
+
+// Each registers its subcommand on `app`; the returned function runs it once
+// the command line is parsed and returns the process exit code.
+using Runner = std::function<int()>;
+
+Runner add_info(CLI::App& app);
+Runner add_logits(CLI::App& app);
+
+}  // namespace rwkv::cli

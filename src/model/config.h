@@ -1,0 +1,32 @@
+// Hyper-parameters of a loaded model, inferred from its tensors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/dtype.h"
+
+namespace rwkv {
+
+enum class Arch : uint32_t { V4 = 4, V5_0 = 50, V5_1 = 51, V5_2 = 52, V6 = 6, V7 = 7 };
+
+std::string_view arch_name(Arch arch);
+
+struct ModelConfig {
+  Arch arch = Arch::V7;
+  std::string variant;      // e.g. "x070"
+  std::string file_format;  // container the weights came from ("pth", "rwkv.cpp")
+  DType dtype = DType::F32; // storage type of the large matrices
+  int64_t n_layer = 0;
+  int64_t n_embd = 0;
+  int64_t n_vocab = 0;
+  int64_t head_size = 0;
+  int64_t n_head = 0;
+  int64_t dim_ffn = 0;
+  // RWKV-7 LoRA ranks: decay (w), in-context learning rate (a), value residual (v), gate (g).
+  int64_t lora_w = 0, lora_a = 0, lora_v = 0, lora_g = 0;
+  int64_t n_params = 0;  // elements in the file's tensors
+};
+
+}  // namespace rwkv

@@ -1,0 +1,357 @@
+#include "model/rwkv7.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/kernels.h"
+
+namespace rwkv {
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;
+constexpr float kGroupNormEps = 64e-5f;  // the official ln_x epsilon
+constexpr float kNormalizeEps = 1e-12f;  // F.normalize's default
+// exp(-0.5): the decay is exp(-exp(-0.5) * sigmoid(z)), i.e. the official
+// exp(-exp(w)) with w = -softplus(-z) - 0.5, in (exp(-exp(-0.5)), 1).
+const float kDecayScale = std::exp(-0.5f);
+
+struct Layer {
+  const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+  // time mix
+  const float *x_r, *x_w, *x_k, *x_v, *x_a, *x_g;
+  const float *w0, *a0, *v0;  // v0 is null in layer 0
+  MatRef w1, w2, a1, a2, v1, v2, g1, g2;  // LoRAs as [out, in]
+  const float *k_k, *k_a, *r_k;
+  MatRef receptance, key, value, output;
+  const float *ln_x_w, *ln_x_b;
+  // channel mix
+  const float* ffn_x_k;
+  MatRef ffn_key, ffn_value;
+};
+
+// Per-call scratch, grown to the largest chunk seen.
+struct Rwkv7Workspace : Workspace {
+  int64_t capacity = 0;
+  std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, ffn;
+
+  void reserve(int64_t t, const ModelConfig& c) {
+    if (t <= capacity) return;
+    capacity = t;
+    const size_t tc = size_t(t * c.n_embd);
+    for (auto* b : {&x, &xn, &r, &w, &k, &v, &a, &g, &kk, &v_first, &y}) b->assign(tc, 0.0f);
+    mix.assign(6 * tc, 0.0f);
+    const int64_t rank = std::max({c.lora_w, c.lora_a, c.lora_v, c.lora_g});
+    lora.assign(size_t(t * rank), 0.0f);
+    ffn.assign(size_t(t * c.dim_ffn), 0.0f);
+  }
+};
+
+class Rwkv7 final : public Model {
+ public:
+  Rwkv7(ModelConfig config, WeightStorage storage, MatRef emb, const float* ln0_w, const float* ln0_b,
+        std::vector<Layer> layers, const float* ln_out_w, const float* ln_out_b, MatRef head)
+      : Model(std::move(config)),
+        storage_(std::move(storage)),
+        emb_(emb),
+        ln0_w_(ln0_w),
+        ln0_b_(ln0_b),
+        layers_(std::move(layers)),
+        ln_out_w_(ln_out_w),
+        ln_out_b_(ln_out_b),
+        head_(head) {}
+
+  // Per layer: time-mix shift [C], wkv state [H, N, N] (value index, key index), channel-mix shift [C].
+  size_t state_size() const override { return size_t(config_.n_layer) * layer_state_size(); }
+  std::unique_ptr<Workspace> new_workspace() const override { return std::make_unique<Rwkv7Workspace>(); }
+
+ protected:
+  void forward_impl(std::span<const int32_t> tokens, State& state, Logits which, float* logits,
+                    Workspace& workspace) const override;
+
+ private:
+  size_t layer_state_size() const {
+    return size_t(2 * config_.n_embd + config_.n_head * config_.head_size * config_.head_size);
+  }
+  void time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwkv7Workspace& ws) const;
+  void channel_mix(const Layer& L, int64_t T, float* state, Rwkv7Workspace& ws) const;
+
+  WeightStorage storage_;
+  MatRef emb_;
+  const float *ln0_w_, *ln0_b_;
+  std::vector<Layer> layers_;
+  const float *ln_out_w_, *ln_out_b_;
+  MatRef head_;
+};
+
+// Token shift: row t of `mixed` = x[t] + (x[t-1] - x[t]) * mu, with x[-1] = prev.
+void token_shift_mix(const float* x, const float* prev, const float* mu, int64_t T, int64_t C, float* mixed) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* cur = x + t * C;
+    const float* before = t == 0 ? prev : x + (t - 1) * C;
+    float* out = mixed + t * C;
+    for (int64_t c = 0; c < C; ++c) out[c] = cur[c] + (before[c] - cur[c]) * mu[c];
+  }
+}
+
+void Rwkv7::time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwkv7Workspace& ws) const {
+  const int64_t C = config_.n_embd, H = config_.n_head, N = config_.head_size;
+  float* shift = state;
+  float* wkv = state + C;
+  const float* xn = ws.xn.data();
+  float* mix = ws.mix.data();
+  const size_t tc = size_t(T * C);
+  float *xr = mix, *xw = mix + tc, *xk = mix + 2 * tc, *xv = mix + 3 * tc, *xa = mix + 4 * tc, *xg = mix + 5 * tc;
+  token_shift_mix(xn, shift, L.x_r, T, C, xr);
+  token_shift_mix(xn, shift, L.x_w, T, C, xw);
+  token_shift_mix(xn, shift, L.x_k, T, C, xk);
+  token_shift_mix(xn, shift, L.x_v, T, C, xv);
+  token_shift_mix(xn, shift, L.x_a, T, C, xa);
+  token_shift_mix(xn, shift, L.x_g, T, C, xg);
+  std::memcpy(shift, xn + (T - 1) * C, size_t(C) * sizeof(float));
+
+  float *r = ws.r.data(), *w = ws.w.data(), *k = ws.k.data(), *v = ws.v.data(), *a = ws.a.data(), *g = ws.g.data();
+  float* lora = ws.lora.data();
+  matmul(L.receptance, xr, T, r);
+  matmul(L.key, xk, T, k);
+  matmul(L.value, xv, T, v);
+
+  // decay: w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw W1) W2))
+  matmul(L.w1, xw, T, lora);
+  for (int64_t i = 0; i < T * L.w1.rows; ++i) lora[i] = std::tanh(lora[i]);
+  matmul(L.w2, lora, T, w);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) w[t * C + c] = std::exp(-kDecayScale * sigmoid(L.w0[c] + w[t * C + c]));
+
+  // in-context learning rate: a = sigmoid(a0 + (xa A1) A2)
+  matmul(L.a1, xa, T, lora);
+  matmul(L.a2, lora, T, a);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < C; ++c) a[t * C + c] = sigmoid(L.a0[c] + a[t * C + c]);
+
+  // value residual: layer 0 publishes its v, later layers mix towards it.
+  if (layer == 0) {
+    std::memcpy(ws.v_first.data(), v, tc * sizeof(float));
+  } else {
+    float* mixv = ws.y.data();  // y is free until the recurrence
+    matmul(L.v1, xv, T, lora);
+    matmul(L.v2, lora, T, mixv);
+    const float* vf = ws.v_first.data();
+    for (int64_t i = 0; i < T * C; ++i) v[i] += (vf[i] - v[i]) * sigmoid(L.v0[i % C] + mixv[i]);
+  }
+
+  // gate: g = sigmoid(xg G1) G2
+  matmul(L.g1, xg, T, lora);
+  for (int64_t i = 0; i < T * L.g1.rows; ++i) lora[i] = sigmoid(lora[i]);
+  matmul(L.g2, lora, T, g);
+
+  // kk = L2-normalised (k * k_k) per head; then k = k * (1 + (a - 1) * k_a)
+  float* kk = ws.kk.data();
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = t * C + h * N;
+      float sq = 0.0f;
+      for (int64_t j = 0; j < N; ++j) {
+        kk[o + j] = k[o + j] * L.k_k[h * N + j];
+        sq += kk[o + j] * kk[o + j];
+      }
+      const float inv = 1.0f / std::max(std::sqrt(sq), kNormalizeEps);
+      for (int64_t j = 0; j < N; ++j) kk[o + j] *= inv;
+    }
+    for (int64_t c = 0; c < C; ++c) k[t * C + c] *= 1.0f + (a[t * C + c] - 1.0f) * L.k_a[c];
+  }
+
+  // The recurrence, per token and head, on S[i][j] (i: value, j: key):
+  //   S = S * diag(w) + (S (-kk)) (kk * a)^T + v k^T,   y = S r
+  float* y = ws.y.data();
+  std::vector<float> b(static_cast<size_t>(N));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = t * C + h * N;
+      float* S = wkv + h * N * N;
+      const float *rt = r + o, *wt = w + o, *kt = k + o, *vt = v + o, *kkt = kk + o, *at = a + o;
+      for (int64_t j = 0; j < N; ++j) b[size_t(j)] = kkt[j] * at[j];
+      for (int64_t i = 0; i < N; ++i) {
+        float* row = S + i * N;
+        float sa = 0.0f;
+        for (int64_t j = 0; j < N; ++j) sa -= row[j] * kkt[j];
+        float out = 0.0f;
+        for (int64_t j = 0; j < N; ++j) {
+          row[j] = row[j] * wt[j] + sa * b[size_t(j)] + vt[i] * kt[j];
+          out += row[j] * rt[j];
+        }
+        y[o + i] = out;
+      }
+    }
+  }
+
+  // ln_x group norm per head, the r·k bonus, the gate, the output projection.
+  for (int64_t t = 0; t < T; ++t) {
+    float* yt = y + t * C;
+    group_norm(yt, L.ln_x_w, L.ln_x_b, H, N, kGroupNormEps, yt);
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t o = t * C + h * N;
+      float bonus = 0.0f;
+      for (int64_t j = 0; j < N; ++j) bonus += r[o + j] * k[o + j] * L.r_k[h * N + j];
+      for (int64_t i = 0; i < N; ++i) y[o + i] += bonus * v[o + i];
+    }
+    for (int64_t c = 0; c < C; ++c) yt[c] *= g[t * C + c];
+  }
+  float* out = ws.r.data();  // r is no longer needed
+  matmul(L.output, y, T, out);
+  float* x = ws.x.data();
+  for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
+}
+
+void Rwkv7::channel_mix(const Layer& L, int64_t T, float* state, Rwkv7Workspace& ws) const {
+  const int64_t C = config_.n_embd;
+  float* xk = ws.mix.data();
+  token_shift_mix(ws.xn.data(), state, L.ffn_x_k, T, C, xk);
+  std::memcpy(state, ws.xn.data() + (T - 1) * C, size_t(C) * sizeof(float));
+  float* hidden = ws.ffn.data();
+  matmul(L.ffn_key, xk, T, hidden);
+  for (int64_t i = 0; i < T * config_.dim_ffn; ++i) {
+    const float h = std::max(hidden[i], 0.0f);
+    hidden[i] = h * h;
+  }
+  float* out = ws.r.data();
+  matmul(L.ffn_value, hidden, T, out);
+  float* x = ws.x.data();
+  for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
+}
+
+void Rwkv7::forward_impl(std::span<const int32_t> tokens, State& state, Logits which, float* logits,
+                         Workspace& workspace) const {
+  auto& ws = static_cast<Rwkv7Workspace&>(workspace);
+  const int64_t T = int64_t(tokens.size()), C = config_.n_embd;
+  ws.reserve(T, config_);
+  float* x = ws.x.data();
+  for (int64_t t = 0; t < T; ++t) {
+    mat_row(emb_, tokens[size_t(t)], x + t * C);
+    layer_norm(x + t * C, ln0_w_, ln0_b_, C, kLayerNormEps, x + t * C);
+  }
+  const size_t per_layer = layer_state_size();
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    const Layer& L = layers_[size_t(l)];
+    float* s = state.data().data() + size_t(l) * per_layer;
+    for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln1_w, L.ln1_b, C, kLayerNormEps, ws.xn.data() + t * C);
+    time_mix(L, l, T, s, ws);
+    for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln2_w, L.ln2_b, C, kLayerNormEps, ws.xn.data() + t * C);
+    channel_mix(L, T, s + per_layer - size_t(C), ws);
+  }
+  if (which == Logits::None) return;
+  const int64_t first = which == Logits::All ? 0 : T - 1;
+  const int64_t rows = T - first;
+  for (int64_t t = first; t < T; ++t)
+    layer_norm(x + t * C, ln_out_w_, ln_out_b_, C, kLayerNormEps, ws.xn.data() + (t - first) * C);
+  matmul(head_, ws.xn.data(), rows, logits);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive) {
+  ModelConfig cfg;
+  cfg.arch = Arch::V7;
+  cfg.variant = "x070";
+  cfg.file_format = archive->format;
+  // rwkv.cpp's converter stores the six token-shift mixes concatenated and
+  // the LoRA matrices already transposed to [out, in].
+  const bool rwkvcpp = archive->format == "rwkv.cpp";
+
+  WeightStorage storage;
+  WeightReader in(archive, storage);
+  const TensorInfo& emb = in.get("emb.weight");
+  if (emb.shape.size() != 2 || emb.shape[0] <= 0 || emb.shape[1] <= 0)
+    fail("{}: tensor 'emb.weight' must be [n_vocab, n_embd]", archive->path);
+  cfg.n_vocab = emb.shape[0];
+  cfg.n_embd = emb.shape[1];
+  const int64_t C = cfg.n_embd;
+  while (in.has("blocks." + std::to_string(cfg.n_layer) + ".ln1.weight")) ++cfg.n_layer;
+  if (cfg.n_layer == 0) fail("{}: no layers found (missing 'blocks.0.ln1.weight')", archive->path);
+
+  const TensorInfo& r_k = in.get("blocks.0.att.r_k");
+  if (r_k.shape.size() != 2 || r_k.shape[0] <= 0 || r_k.shape[1] <= 0 || r_k.shape[0] * r_k.shape[1] != C)
+    fail("{}: tensor 'blocks.0.att.r_k' must be [n_head, head_size] with n_head * head_size = {}", archive->path, C);
+  cfg.n_head = r_k.shape[0];
+  cfg.head_size = r_k.shape[1];
+
+  // LoRA rank: the dimension of W1 that is not C (official [C, D]; rwkv.cpp [D, C]).
+  auto rank_of = [&](const std::string& name) -> int64_t {
+    const TensorInfo& t = in.get(name);
+    if (t.shape.size() != 2) fail("{}: tensor '{}' must be a matrix", archive->path, name);
+    const int64_t d = rwkvcpp ? t.shape[0] : t.shape[1];
+    if (d <= 0) fail("{}: tensor '{}' has an empty dimension", archive->path, name);
+    return d;
+  };
+  cfg.lora_w = rank_of("blocks.0.att.w1");
+  cfg.lora_a = rank_of("blocks.0.att.a1");
+  cfg.lora_g = rank_of("blocks.0.att.g1");
+  cfg.lora_v = cfg.n_layer > 1 ? rank_of("blocks.1.att.v1") : 0;
+  const TensorInfo& ffn_key = in.get("blocks.0.ffn.key.weight");
+  if (ffn_key.shape.size() != 2) fail("{}: tensor 'blocks.0.ffn.key.weight' must be a matrix", archive->path);
+  cfg.dim_ffn = ffn_key.shape[0];
+  cfg.dtype = in.get("blocks.0.att.receptance.weight").dtype;
+
+  auto lora = [&](const std::string& name, int64_t out, int64_t inner) {
+    return rwkvcpp ? in.matrix(name, out, inner) : in.matrix_transposed(name, out, inner);
+  };
+
+  std::vector<Layer> layers(size_t(cfg.n_layer));
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const std::string p = "blocks." + std::to_string(l) + ".";
+    const std::string att = p + "att.";
+    Layer& L = layers[size_t(l)];
+    L.ln1_w = in.vector(p + "ln1.weight", C);
+    L.ln1_b = in.vector(p + "ln1.bias", C);
+    L.ln2_w = in.vector(p + "ln2.weight", C);
+    L.ln2_b = in.vector(p + "ln2.bias", C);
+    const float** mixes[6] = {&L.x_r, &L.x_w, &L.x_k, &L.x_v, &L.x_a, &L.x_g};
+    const char* mix_names[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+    const float* packed = rwkvcpp ? in.flat(att + "x_rwkvag", {6, 1, C}) : nullptr;
+    for (int i = 0; i < 6; ++i) *mixes[i] = rwkvcpp ? packed + i * C : in.vector(att + mix_names[i], C);
+    L.w0 = in.vector(att + "w0", C);
+    L.w1 = lora(att + "w1", cfg.lora_w, C);
+    L.w2 = lora(att + "w2", C, cfg.lora_w);
+    L.a0 = in.vector(att + "a0", C);
+    L.a1 = lora(att + "a1", cfg.lora_a, C);
+    L.a2 = lora(att + "a2", C, cfg.lora_a);
+    if (l > 0) {
+      L.v0 = in.vector(att + "v0", C);
+      L.v1 = lora(att + "v1", cfg.lora_v, C);
+      L.v2 = lora(att + "v2", C, cfg.lora_v);
+    } else {
+      // Layer 0's value-residual tensors are unused by the official code; accept them when present.
+      for (const char* name : {"v0", "v1", "v2"})
+        if (in.has(att + name)) in.get(att + name);
+    }
+    L.g1 = lora(att + "g1", cfg.lora_g, C);
+    L.g2 = lora(att + "g2", C, cfg.lora_g);
+    L.k_k = in.vector(att + "k_k", C);
+    L.k_a = in.vector(att + "k_a", C);
+    L.r_k = in.flat(att + "r_k", {cfg.n_head, cfg.head_size});
+    L.receptance = in.matrix(att + "receptance.weight", C, C);
+    L.key = in.matrix(att + "key.weight", C, C);
+    L.value = in.matrix(att + "value.weight", C, C);
+    L.output = in.matrix(att + "output.weight", C, C);
+    L.ln_x_w = in.vector(att + "ln_x.weight", C);
+    L.ln_x_b = in.vector(att + "ln_x.bias", C);
+    L.ffn_x_k = in.vector(p + "ffn.x_k", C);
+    L.ffn_key = in.matrix(p + "ffn.key.weight", cfg.dim_ffn, C);
+    L.ffn_value = in.matrix(p + "ffn.value.weight", C, cfg.dim_ffn);
+  }
+  const float* ln0_w = in.vector("blocks.0.ln0.weight", C);
+  const float* ln0_b = in.vector("blocks.0.ln0.bias", C);
+  const MatRef emb_ref = in.matrix("emb.weight", cfg.n_vocab, C);
+  const float* ln_out_w = in.vector("ln_out.weight", C);
+  const float* ln_out_b = in.vector("ln_out.bias", C);
+  const MatRef head = in.matrix("head.weight", cfg.n_vocab, C);
+  in.check_all_used();
+
+  for (const TensorInfo& t : archive->tensors()) cfg.n_params += t.numel();
+  return std::make_unique<Rwkv7>(std::move(cfg), std::move(storage), emb_ref, ln0_w, ln0_b, std::move(layers),
+                                 ln_out_w, ln_out_b, head);
+}
+
+}  // namespace rwkv
