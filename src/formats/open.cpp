@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "formats/pth.h"
 #include "formats/rwkvcpp.h"
 
 namespace rwkv {
@@ -13,6 +14,7 @@ std::shared_ptr<const TensorArchive> open_tensor_archive(const std::string& path
   auto file = MappedFile::open(path);
   head = file->bytes().first(std::min<size_t>(file->size(), 16));
   if (file->size() == 0) fail("{}: file is empty", path);
+  if (is_zip(head)) return std::make_shared<TensorArchive>(read_pth(path));
   if (is_rwkvcpp(head)) return std::make_shared<TensorArchive>(read_rwkvcpp(path));
   if (head.size() >= 4 && std::memcmp(head.data(), "GGUF", 4) == 0) fail("{}: GGUF files are not supported yet", path);
   if (head.size() >= 2 && head[0] == std::byte{0x80} && head[1] <= std::byte{5})
