@@ -13,5 +13,7 @@ using Runner = std::function<int()>;
 
 Runner add_info(CLI::App& app);
 Runner add_logits(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_detokenize(CLI::App& app);
 
 }  // namespace rwkv::cli

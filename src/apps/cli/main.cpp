@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   };
   add(rwkv::cli::add_info);
   add(rwkv::cli::add_logits);
+  add(rwkv::cli::add_tokenize);
+  add(rwkv::cli::add_detokenize);
 
   try {
     app.parse(argc, argv);
