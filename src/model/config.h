@@ -25,7 +25,10 @@ struct ModelConfig {
   int64_t n_head = 0;
   int64_t dim_ffn = 0;
   // RWKV-7 LoRA ranks: decay (w), in-context learning rate (a), value residual (v), gate (g).
+  // RWKV-6 uses lora_w for its decay LoRA (time_decay_w1/w2).
   int64_t lora_w = 0, lora_a = 0, lora_v = 0, lora_g = 0;
+  // RWKV-6 token-shift LoRA rank: time_maa_w1 is [C, 5 * lora_mix].
+  int64_t lora_mix = 0;
   int64_t n_params = 0;  // elements in the file's tensors
 };
 

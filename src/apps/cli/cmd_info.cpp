@@ -24,6 +24,7 @@ Runner add_info(CLI::App& app) {
     fmt::print("dim_ffn: {}\n", c.dim_ffn);
     if (c.arch == Arch::V7)
       fmt::print("lora_ranks: decay {}, iclr {}, value {}, gate {}\n", c.lora_w, c.lora_a, c.lora_v, c.lora_g);
+    if (c.arch == Arch::V6) fmt::print("lora_ranks: mix {}, decay {}\n", c.lora_mix, c.lora_w);
     fmt::print("parameters: {}\n", c.n_params);
     fmt::print("state_floats: {}\n", model->state_size());
     return 0;
