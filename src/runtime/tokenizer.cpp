@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "runtime/tokenizer_bpe.h"
 #include "runtime/tokenizer_world.h"
 
 namespace rwkv {
@@ -35,7 +36,9 @@ std::string_view ByteTokenizer::token_bytes(int32_t id) const {
   return std::string_view(table).substr(size_t(id), 1);
 }
 
-std::string find_world_vocab(const std::string& model_path) {
+std::string find_world_vocab(const std::string& model_path) { return find_tokenizer_file(kWorldVocabFile, model_path); }
+
+std::string find_tokenizer_file(const std::string& file_name, const std::string& model_path) {
   namespace fs = std::filesystem;
   std::vector<fs::path> dirs;
   if (const char* env = std::getenv("RWKV_TOKENIZER_DIR"); env != nullptr && *env != '\0') dirs.emplace_back(env);
@@ -49,13 +52,13 @@ std::string find_world_vocab(const std::string& model_path) {
 
   std::string looked;
   for (const fs::path& dir : dirs) {
-    const fs::path candidate = (dir / kWorldVocabFile).lexically_normal();
+    const fs::path candidate = (dir / file_name).lexically_normal();
     std::error_code ec;
     if (fs::is_regular_file(candidate, ec)) return candidate.string();
     looked += "\n  " + candidate.string();
   }
-  fail("cannot find the World vocabulary {}; looked in:{}\n(pass --vocab FILE or set RWKV_TOKENIZER_DIR)",
-       kWorldVocabFile, looked);
+  fail("cannot find the tokenizer file {}; looked in:{}\n(pass --vocab FILE or set RWKV_TOKENIZER_DIR)", file_name,
+       looked);
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_vocab, const std::string& model_path) {
@@ -63,10 +66,12 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_voc
   if (kind.empty()) {
     if (n_vocab <= 0 || n_vocab == 65536) {
       kind = "world";
+    } else if (n_vocab == 50277) {  // RWKV-4 "Pile" models: GPT-NeoX's vocabulary
+      kind = "neox";
     } else if (n_vocab == 256) {
       kind = "bytes";
     } else {
-      fail("no tokenizer is known for a vocabulary of {} tokens; name one (world, bytes or a vocabulary file)",
+      fail("no tokenizer is known for a vocabulary of {} tokens; name one (world, neox, bytes or a file)",
            n_vocab);
     }
   }
@@ -76,6 +81,10 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_voc
     tokenizer = std::make_unique<ByteTokenizer>();
   } else if (kind == "world") {
     tokenizer = std::make_unique<WorldTokenizer>(WorldTokenizer::load(find_world_vocab(model_path)));
+  } else if (kind == "neox") {
+    tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::load(find_tokenizer_file(kNeoxTokenizerFile, model_path)));
+  } else if (kind.ends_with(".json")) {
+    tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::load(kind));
   } else {
     tokenizer = std::make_unique<WorldTokenizer>(WorldTokenizer::load(kind));
   }

@@ -57,13 +57,17 @@ inline constexpr const char* kWorldVocabFile = "rwkv_vocab_v20230424.txt";
 //   directory (running from a checkout beside shared/).
 // Fails listing every place it looked.
 std::string find_world_vocab(const std::string& model_path = "");
+// The same search for any tokenizer file name.
+std::string find_tokenizer_file(const std::string& file_name, const std::string& model_path = "");
 
 // Makes the tokenizer that `spec` names:
 //   "world"  the RWKV World tokenizer (vocabulary found by find_world_vocab);
+//   "neox"   GPT-NeoX's BPE (20B_tokenizer.json, found the same way);
 //   "bytes"  ByteTokenizer;
-//   other    a path to a vocabulary file in the World format.
+//   other    a path: a Hugging Face tokenizer.json if it ends in .json
+//            (BpeTokenizer), else a vocabulary file in the World format.
 // With an empty spec the model's vocabulary size decides: 65536 -> world,
-// 256 -> bytes; n_vocab <= 0 means "no model" and picks world.
+// 50277 -> neox, 256 -> bytes; n_vocab <= 0 means "no model" and picks world.
 // With n_vocab > 0, fails if the tokenizer has ids the model cannot take
 // (vocab_size() > n_vocab), naming both sizes.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_vocab,

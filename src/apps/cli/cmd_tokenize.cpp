@@ -26,7 +26,7 @@ struct TokenizerOptions {
 // The flags that pick a tokenizer, shared by both commands.
 void add_selection(CLI::App* cmd, TokenizerOptions& o) {
   auto* vocab = cmd->add_option("--vocab", o.vocab, "Vocabulary file in the RWKV World format");
-  auto* tok = cmd->add_option("--tokenizer", o.tokenizer, "world, bytes, or a vocabulary file");
+  auto* tok = cmd->add_option("--tokenizer", o.tokenizer, "world, neox, bytes, or a vocabulary file (.txt World format, .json tokenizer.json)");
   vocab->excludes(tok);
   cmd->add_option("-m,--model", o.model,
                   "Model whose vocabulary size picks the tokenizer (and is checked against an explicit one)");
