@@ -66,9 +66,10 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the rwkv CLI with `args` (already shell-quoted as needed).
-inline CommandResult run_cli(const std::string& args) {
-  const std::string command = std::string(RWKV_CLI_PATH) + " " + args + " 2>&1";
+// Runs the rwkv CLI with `args` (already shell-quoted as needed), capturing
+// stdout and stderr together, or stdout alone.
+inline CommandResult run_cli(const std::string& args, bool stdout_only = false) {
+  const std::string command = std::string(RWKV_CLI_PATH) + " " + args + (stdout_only ? " 2>/dev/null" : " 2>&1");
   CommandResult result;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return result;

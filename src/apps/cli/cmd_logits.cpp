@@ -1,7 +1,7 @@
-#include <charconv>
 #include <vector>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/common.h"
 #include "core/error.h"
 #include "formats/npy.h"
 #include "model/loader.h"
@@ -21,29 +21,10 @@ struct LogitsOptions {
   std::string output;
 };
 
-std::vector<int32_t> parse_token_list(const std::string& list) {
-  std::vector<int32_t> ids;
-  size_t pos = 0;
-  while (pos <= list.size()) {
-    const size_t comma = std::min(list.find(',', pos), list.size());
-    std::string item = list.substr(pos, comma - pos);
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    int64_t value = 0;
-    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
-    if (item.empty() || ec != std::errc() || end != item.data() + item.size())
-      fail("--tokens: '{}' is not a token id (expected comma-separated integers)", item);
-    if (value < 0 || value > INT32_MAX) fail("--tokens: token id {} is out of range", value);
-    ids.push_back(int32_t(value));
-    pos = comma + 1;
-  }
-  return ids;
-}
-
 int run_logits(const LogitsOptions& o) {
   std::vector<int32_t> tokens;
   if (!o.tokens.empty()) {
-    tokens = parse_token_list(o.tokens);
+    tokens = parse_ids(o.tokens, "--tokens");
   } else {
     // Byte-level ids until a tokenizer is chosen from the model.
     for (unsigned char c : o.text) tokens.push_back(c);

@@ -15,5 +15,6 @@ Runner add_info(CLI::App& app);
 Runner add_logits(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_detokenize(CLI::App& app);
+Runner add_generate(CLI::App& app);
 
 }  // namespace rwkv::cli

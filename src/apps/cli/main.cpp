@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_logits);
   add(rwkv::cli::add_tokenize);
   add(rwkv::cli::add_detokenize);
+  add(rwkv::cli::add_generate);
 
   try {
     app.parse(argc, argv);

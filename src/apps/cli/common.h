@@ -1,0 +1,46 @@
+// Flags and checks shared by several subcommands, declared once.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+
+namespace rwkv::cli {
+
+// --temperature --top-p --top-k --min-p --presence-penalty --frequency-penalty
+// --penalty-decay --repeat-penalty --seed --ban --logit-bias --stop --stop-token
+struct SamplingFlags {
+  SamplerParams base{.temperature = 1.0f,
+                     .top_p = 0.85f,
+                     .presence_penalty = 0.2f,
+                     .frequency_penalty = 0.2f,
+                     .penalty_decay = 0.996f};
+  int64_t seed = -1;  // -1: a random seed
+  std::vector<std::string> ban;
+  std::vector<std::string> logit_bias;
+  std::vector<std::string> stop_strings;
+  std::vector<int32_t> stop_tokens;
+  bool stop_tokens_default = true;  // false once --stop-token is given
+
+  void add_flags(CLI::App& cmd);
+  // The sampler parameters; ids are checked against the tokenizer's vocabulary.
+  SamplerParams params(const Tokenizer& tokenizer);
+};
+
+void add_tokenizer_flag(CLI::App& cmd, std::string& spec);
+
+// Fails naming `what` if `text` is not valid UTF-8.
+void require_utf8(std::string_view text, const char* what);
+
+// Parses "1,2,3" into ids; fails naming the flag on anything else.
+std::vector<int32_t> parse_ids(const std::string& list, const char* flag);
+
+// Turns \n, \t, \r, \\ and \xHH in a command-line string into the bytes they name.
+std::string unescape(const std::string& text);
+
+}  // namespace rwkv::cli
