@@ -29,6 +29,8 @@
 
 #include "core/error.h"
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer_bpe.h"
+#include "runtime/tokenizer_unicode.h"
 #include "runtime/tokenizer_world.h"
 #include "test_util.h"
 
@@ -42,8 +44,8 @@ const std::string kVocab = test::shared_path("tokenizers/rwkv_vocab_v20230424.tx
 const std::string kTinyModel = test::tiny_model("7v0-834K", "FP32");
 const std::string kWorldModel = test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth");
 
-std::string golden_path() {
-  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "data/tokenizer/world_goldens.jsonl").string();
+std::string golden_path(const std::string& name = "world_goldens.jsonl") {
+  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "data/tokenizer" / name).string();
 }
 
 // Loaded once: parsing 65k lines per test would dominate the suite's time.
@@ -60,9 +62,9 @@ struct Golden {
 
 // Reads the golden file. Its lines are written by our generator with a fixed
 // key order, so a full JSON parser is not needed.
-std::vector<Golden> read_goldens() {
-  std::ifstream in(golden_path());
-  EXPECT_TRUE(in.good()) << golden_path();
+std::vector<Golden> read_goldens(const std::string& file = "world_goldens.jsonl") {
+  std::ifstream in(golden_path(file));
+  EXPECT_TRUE(in.good()) << golden_path(file);
   std::vector<Golden> out;
   std::string line;
   auto field = [&](const std::string& key, char open, char close) {
@@ -363,6 +365,119 @@ TEST(TokenizerUtf8, StreamingWorldTokensReproducesText) {
   EXPECT_EQ(out, "👨‍👩‍👧 家族");
 }
 
+// ----------------------------------------------------- GPT-NeoX BPE
+//
+// tests/data/tokenizer/neox_goldens.jsonl (same format) holds the ids that the
+// OFFICIAL Hugging Face `tokenizers` library (its Node binding, npm package
+// `tokenizers` 0.23.2) gives for 20B_tokenizer.json, made by a script kept
+// outside the repository, for the valid-UTF-8 cases of the World set plus
+// contractions, special-token text, space runs around the added
+// whitespace tokens, Unicode spaces, numbers, text that NFC changes, and
+// seeded random text and code points.
+
+const std::string kNeoxJson = test::shared_path("tokenizers/20B_tokenizer.json");
+
+const BpeTokenizer& neox() {
+  static const BpeTokenizer t = BpeTokenizer::load(kNeoxJson);
+  return t;
+}
+
+std::string nfc_bytes(const std::string& s) { return code_points_to_utf8(nfc(utf8_to_code_points(s))); }
+
+TEST(TokenizerNeox, VocabularyShape) {
+  EXPECT_EQ(neox().name(), "neox");
+  EXPECT_EQ(neox().vocab_size(), 50277);
+  EXPECT_EQ(neox().token_bytes(0), "<|endoftext|>");
+  EXPECT_EQ(neox().token_bytes(50276), "  ");
+  EXPECT_EQ(neox().token_bytes(12092), "Hello");
+  EXPECT_EQ(neox().token_bytes(1533), " world");
+  EXPECT_THROW(neox().token_bytes(50277), Error);
+}
+
+TEST(TokenizerNeox, MatchesOfficialTokenizer) {
+  const auto goldens = read_goldens("neox_goldens.jsonl");
+  ASSERT_GE(goldens.size(), 150u);
+  for (const Golden& g : goldens) {
+    EXPECT_EQ(neox().encode(g.bytes), g.ids) << g.name;
+    // Decoding gives the normalised text back, byte for byte.
+    EXPECT_EQ(neox().decode(g.ids), nfc_bytes(g.bytes)) << g.name;
+  }
+}
+
+TEST(TokenizerNeox, PreTokenizerFollowsGpt2Pattern) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(neox().pre_tokenize("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(neox().pre_tokenize("a   b"), (V{"a", "  ", " b"}));
+  // A whitespace run gives its last character to the word that follows.
+  EXPECT_EQ(neox().pre_tokenize("a \n b  "), (V{"a", " \n", " b", "  "}));
+  EXPECT_EQ(neox().pre_tokenize("a\nb"), (V{"a", "\n", "b"}));
+  EXPECT_EQ(neox().pre_tokenize("it's they're IT'S"), (V{"it", "'s", " they", "'re", " IT", "'", "S"}));
+  EXPECT_EQ(neox().pre_tokenize("x=12.5!"), (V{"x", "=", "12", ".", "5", "!"}));
+  EXPECT_EQ(neox().pre_tokenize("\xff\xfe" "ab"), (V{"\xff\xfe", "ab"}));  // invalid bytes: punctuation
+}
+
+TEST(TokenizerNeox, RoundTripsRandomText) {
+  std::mt19937 rng(5);
+  const std::vector<std::string> pool = {"a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "é", "e\xcc\x81", "中", "😀",
+                                         "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd", "<|endoftext|>", "7", ".", "\x80", "\xe4\xb8"};
+  for (int i = 0; i < 300; ++i) {
+    std::string s;
+    for (size_t k = rng() % 80; k > 0; --k) s += pool[rng() % pool.size()];
+    EXPECT_EQ(neox().decode(neox().encode(s)), nfc_bytes(s)) << "case " << i;
+  }
+}
+
+TEST(TokenizerNeox, BytesOutsideTheVocabularyAreAnError) {
+  // GPT-NeoX has no token for bytes that never occur in UTF-8.
+  try {
+    neox().encode("ok \xff");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("0xff"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TokenizerNeox, FactoryAndMismatch) {
+  EXPECT_EQ(make_tokenizer("", 50277, kWorldModel)->name(), "neox");
+  EXPECT_EQ(make_tokenizer(kNeoxJson, 50277)->encode("Hello"), std::vector<int32_t>{12092});
+  try {
+    make_tokenizer("neox", 256, kWorldModel);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("50277"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TokenizerNeox, RejectsBadTokenizerJson) {
+  auto expect_error = [](const std::string& json, const std::string& needle) {
+    try {
+      BpeTokenizer::parse(json, "tok.json");
+      ADD_FAILURE() << "no error for " << json;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("tok.json"), std::string::npos) << e.what();
+    }
+  };
+  const std::string byte_level = R"("pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"})";
+  expect_error("{not json", "not valid JSON");
+  expect_error("{}", "model");
+  expect_error(R"({"model": {"type": "WordPiece"}})", "WordPiece");
+  expect_error(R"({"model": {"type": "BPE", "merges": []}, )" + byte_level + "}", "vocab");
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "normalizer": {"type": "NFKC"}, )" +
+                   byte_level + "}",
+               "NFKC");
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a c"]}, )" + byte_level + "}",
+               "merge 0");
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "Whitespace"}})",
+               "Whitespace");
+  try {
+    BpeTokenizer::load("/nonexistent/tok.json");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/tok.json"), std::string::npos) << e.what();
+  }
+}
+
 // ----------------------------------------------------- CLI
 
 std::string quote(const std::string& s) { return "'" + s + "'"; }
@@ -383,6 +498,23 @@ TEST(TokenizerCli, TokenizeIdsOnlyMatchesOfficialIds) {
       expected += std::to_string(g.ids[i]);
     }
     EXPECT_EQ(r.output, expected + "\n") << g.name;
+  }
+}
+
+TEST(TokenizerCli, NeoxIdsOnlyMatchesOfficialIds) {
+  TempDir dir;
+  for (const Golden& g : read_goldens("neox_goldens.jsonl")) {
+    if (g.name != "special_tokens" && g.name != "nfc_combining" && g.name != "spaces_49") continue;
+    test::write_bytes(dir / "in.txt", std::vector<char>(g.bytes.begin(), g.bytes.end()));
+    for (const std::string& sel : {"--tokenizer neox -m " + quote(kWorldModel), "--tokenizer " + quote(kNeoxJson)}) {
+      // -m is only there to locate 20B_tokenizer.json; its 65536 ids fit neox's 50277.
+      const auto r = run_cli("tokenize " + sel + " --ids-only < " + quote(dir / "in.txt"));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      std::string expected;
+      for (int32_t id : g.ids) expected += std::to_string(id) + " ";
+      expected.back() = '\n';
+      EXPECT_EQ(r.output, expected) << g.name;
+    }
   }
 }
 
