@@ -258,6 +258,11 @@ std::unique_ptr<Model> load_rwkv5(std::shared_ptr<const TensorArchive> archive, 
     return out.data();
   };
 
+  // time_faaaa holds the bonus itself, time_first its logarithm. As in the
+  // official loader, any time_faaaa in the file means every layer has one.
+  bool real_first = false;
+  for (const TensorInfo& t : archive->tensors()) real_first |= t.name.ends_with(".att.time_faaaa");
+
   std::vector<Layer> layers(static_cast<size_t>(cfg.n_layer));
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
     const std::string p = "blocks." + std::to_string(l) + ".";
@@ -276,9 +281,6 @@ std::unique_ptr<Model> load_rwkv5(std::shared_ptr<const TensorArchive> archive, 
     if (!rwkvcpp)
       for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-std::exp(decay[c]));
     L.decay = decay;
-    // time_faaaa holds the bonus itself; time_first its logarithm (the
-    // official loader tells them apart by name, so does this one).
-    const bool real_first = in.has(att + "time_faaaa");
     float* first = per_channel(att + (real_first ? "time_faaaa" : "time_first"));
     if (!real_first && !rwkvcpp)
       for (int64_t c = 0; c < C; ++c) first[c] = std::exp(first[c]);

@@ -22,9 +22,9 @@ Writes only into OUT_DIR/versions/, deterministically:
   rand-<version>-....pth  (+ .tokens.txt, .logits.npy)
       random-weight models in the official layout, every tensor bfloat16, with
       48 tokens and the reference's logits [48, V] on the bf16 weights.
-  rand-v5.1-....bin, rand-v6-....bin
-      the same weights as two of those .pth files in rwkv.cpp's layout (FP32),
-      written the way rwkv.cpp's converter writes them (see official_to_bin).
+  rand-<version>-....bin
+      the same weights in rwkv.cpp's layout (FP32), written the way rwkv.cpp's
+      converter writes them (see official_to_bin).
 
 The script checks its references against rwkv.cpp's expected logits before
 writing anything the tests rely on.
@@ -119,12 +119,16 @@ def bin_to_official(tensors, version):
 
 
 def official_to_bin(weights, version):
-    """What rwkv.cpp's converter writes for an official 5.1 or 6 state dict.
+    """What rwkv.cpp's converter writes for an official state dict, as float32.
 
-    Every time_* tensor squeezed; 5.1 (a gated 5.x): decay -> exp(-exp(.))
-    with a trailing axis ([H] -> [H, 1]), time_first -> exp(.) as [H, 1, 1];
-    6: time_maa_w1 and time_decay_w1/w2 transposed, time_maa_w2's last two
-    axes swapped, time_decay and time_faaaa as [H, N, 1].
+    Every time_* tensor squeezed, then
+      4:    time_decay -> -exp(time_decay)
+      5.x:  time_decay -> exp(-exp(time_decay)), as [H, 1, 1] (5.0, no gate),
+            [H, 1] (5.1) or [H, N, 1] (5.2); time_first -> exp(time_first) as
+            [H, 1, 1]; time_faaaa as [H, N, 1]
+      6:    time_maa_w1 and time_decay_w1/w2 transposed, time_maa_w2's last
+            two axes swapped, time_decay and time_faaaa as [H, N, 1].
+    (rwkv.cpp itself runs only the 4, 5.0 and 5.2 results; the engine reads all.)
     """
     H = next(np.shape(v)[0] for k, v in weights.items()
              if k.endswith("att.time_faaaa" if version == "6" else "att.time_decay"))
@@ -133,18 +137,24 @@ def official_to_bin(weights, version):
         a = np.asarray(arr, dtype=np.float64)
         if ".time_" in name:
             a = a.squeeze()
-        if version == "5.1":
+        if version == "4":
             if name.endswith("att.time_decay"):
-                a = np.exp(-np.exp(a))[:, None]
-            elif name.endswith("att.time_first"):
-                a = np.exp(a).reshape(-1, 1, 1)
-        else:
+                a = -np.exp(a)
+        elif version == "6":
             if name.endswith(("time_maa_w1", "time_decay_w1", "time_decay_w2")):
                 a = a.T
             elif name.endswith("time_maa_w2"):
                 a = a.transpose(0, 2, 1)
             elif name.endswith(("att.time_decay", "att.time_faaaa")):
                 a = a.reshape(H, -1, 1)
+        else:
+            if name.endswith("att.time_decay"):
+                a = np.exp(-np.exp(a))
+                a = a.reshape(-1, 1, 1) if version == "5.0" else a[..., None]
+            elif name.endswith("att.time_first"):
+                a = np.exp(a).reshape(-1, 1, 1)
+            elif name.endswith("att.time_faaaa"):
+                a = a[..., None]
         out.append((name, a.astype(np.float32)))
     return out
 
@@ -302,20 +312,20 @@ def make_v6(seed, n_layer, n_embd, head_size, vocab, d_mix, d_decay, d_ffn=None)
     return m.end()
 
 
-# name, seed, reference module, maker, arguments, also written as an rwkv.cpp .bin
+# name, seed, reference module, maker, arguments, version (for official_to_bin)
 RANDOM_MODELS = [
     ("rand-v4-L3-C96-V300-bf16", 4401, ref4, make_v4,
-     dict(n_layer=3, n_embd=96, vocab=300, d_ffn=336), None),
+     dict(n_layer=3, n_embd=96, vocab=300, d_ffn=336), "4"),
     ("rand-v5.0-L2-C64-hs16-V256-bf16", 5001, ref5, make_v5,
-     dict(version="5.0", n_layer=2, n_embd=64, head_size=16, vocab=256), None),
+     dict(version="5.0", n_layer=2, n_embd=64, head_size=16, vocab=256), "5.0"),
     ("rand-v5.1-L3-C128-hs32-V512-bf16", 5101, ref5, make_v5,
      dict(version="5.1", n_layer=3, n_embd=128, head_size=32, vocab=512), "5.1"),
     ("rand-v5.2-L2-C128-hs64-V400-bf16", 5201, ref5, make_v5,
-     dict(version="5.2", n_layer=2, n_embd=128, head_size=64, vocab=400), None),
+     dict(version="5.2", n_layer=2, n_embd=128, head_size=64, vocab=400), "5.2"),
     ("rand-v6-L3-C128-hs32-V512-bf16", 6001, ref6, make_v6,
      dict(n_layer=3, n_embd=128, head_size=32, vocab=512, d_mix=8, d_decay=16), "6"),
     ("rand-v6-L2-C128-hs64-V1000-bf16", 6002, ref6, make_v6,
-     dict(n_layer=2, n_embd=128, head_size=64, vocab=1000, d_mix=32, d_decay=64), None),
+     dict(n_layer=2, n_embd=128, head_size=64, vocab=1000, d_mix=32, d_decay=64), "6"),
 ]
 
 TINY_MODELS = [("4v0", "4v0-660K", "4"), ("5v1", "5v1-730K", "5.0"), ("5v2", "5v2-730K", "5.2")]
@@ -364,7 +374,7 @@ def main():
                 assert err < EXPECTED_TOLERANCE, f"{base}: reference disagrees with rwkv.cpp: {err}"
 
     # (b) random models, bf16, with tokens and reference logits.
-    for name, seed, ref, maker, kw, bin_version in RANDOM_MODELS:
+    for name, seed, ref, maker, kw, version in RANDOM_MODELS:
         sd = save_pth(maker(seed, **kw), path(name + ".pth"), dtype=torch.bfloat16)
         weights = widen(sd)
         rng = np.random.default_rng(seed + 1000)
@@ -374,9 +384,8 @@ def main():
         logits = ref.forward(weights, tokens)
         np.save(path(name + ".logits.npy"), logits.astype(np.float32))
         print(f"{name}: logits {logits.shape}, std {logits.std():.3g}, max |logit| {np.abs(logits).max():.3g}")
-        if bin_version:
-            write_bin(path(name + ".bin"), official_to_bin(weights, bin_version),
-                      kw["vocab"], kw["n_embd"], kw["n_layer"])
+        write_bin(path(name + ".bin"), official_to_bin(weights, version),
+                  kw["vocab"], kw["n_embd"], kw["n_layer"])
 
     for name in written:
         print(f"wrote {os.path.join(out_dir, name)}")
