@@ -60,6 +60,12 @@ def main():
         if len(parts) == 2 and unicodedata.normalize("NFC", chr(cp)) == chr(cp):
             compose.append((parts[0], parts[1], cp))
     compose.sort()
+    # NFC_Quick_Check other than Yes: characters NFC changes (No) and those
+    # that may combine with the character before them (Maybe).
+    maybe = {c[1] for c in compose} | set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))
+    not_yes = ranges(lambda cp: not is_surrogate(cp) and
+                     (cp in maybe or unicodedata.normalize("NFC", chr(cp)) != chr(cp)))
+    assert all(lo >= 0x300 for lo, hi in not_yes)
     # The C++ fast path assumes text below U+0300 is already NFC and composes
     # with nothing: check it.
     assert all(unicodedata.normalize("NFC", chr(cp)) == chr(cp) for cp in range(0x300))
@@ -80,6 +86,8 @@ def main():
     w(f"const size_t kLetterCount = {len(letters)};\n\n")
     table("CodeRange kNumbers", numbers, lambda r: f"{{0x{r[0]:X}, 0x{r[1]:X}}}")
     w(f"const size_t kNumberCount = {len(numbers)};\n\n")
+    table("CodeRange kNfcQuickCheckNotYes", not_yes, lambda r: f"{{0x{r[0]:X}, 0x{r[1]:X}}}")
+    w(f"const size_t kNfcQuickCheckNotYesCount = {len(not_yes)};\n\n")
     table("ClassRange kCombiningClasses", ccc, lambda r: f"{{0x{r[0]:X}, 0x{r[1]:X}, {r[2]}}}")
     w(f"const size_t kCombiningClassCount = {len(ccc)};\n\n")
     flat, entries = [], []

@@ -244,14 +244,46 @@ void BpeTokenizer::split_added(std::string_view text, const std::vector<AddedTok
   if (start < text.size()) piece(text.substr(start));
 }
 
-std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view text) const {
+namespace {
+
+// Calls `word(piece)` for each GPT-2 pre-token of `text`, as views into it.
+template <typename Word>
+void for_each_pre_token(std::string_view text, Word&& word) {
   const std::u32string cps = utf8_to_code_points(text);
-  std::vector<std::string> pieces;
+  // Byte offset of each code point (an invalid byte counts as one).
+  std::vector<uint32_t> offsets(cps.size() + 1);
+  uint32_t at = 0;
+  for (size_t i = 0; i < cps.size(); ++i) {
+    offsets[i] = at;
+    const char32_t c = cps[i];
+    at += c < 0x80 || c >= kInvalidByteBase ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+  }
+  offsets[cps.size()] = at;
   for (size_t i = 0; i < cps.size();) {
     const size_t end = gpt2_piece_end(cps, i);
-    pieces.push_back(code_points_to_utf8(std::u32string_view(cps).substr(i, end - i)));
+    word(text.substr(offsets[i], offsets[end] - offsets[i]));
     i = end;
   }
+}
+
+// NFC of UTF-8 text; text without a byte >= 0xCC has no code point from
+// U+0300 up, so it is already NFC (see nfc()) and is returned as it is.
+std::string nfc_utf8(std::string_view text) {
+  if (std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0xCC; }))
+    return std::string(text);
+  return code_points_to_utf8(nfc(utf8_to_code_points(text)));
+}
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+}  // namespace
+
+std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view text) const {
+  std::vector<std::string> pieces;
+  for_each_pre_token(text, [&](std::string_view word) { pieces.emplace_back(word); });
   return pieces;
 }
 
@@ -308,16 +340,27 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& ids)
 std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
+  // Words repeat a lot in text, and BPE on a word is the expensive part: a
+  // cache per call (not per tokenizer, which threads may share) of each
+  // word's ids as a range of `cached`.
+  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> cache;
+  std::vector<int32_t> cached;
+  auto encode_cached = [&](std::string_view word) {
+    if (const auto it = cache.find(word); it != cache.end()) {
+      ids.insert(ids.end(), cached.begin() + it->second.first, cached.begin() + it->second.second);
+      return;
+    }
+    const size_t start = ids.size();
+    encode_word(word, ids);
+    if (cache.size() < 100000) {
+      cache.emplace(word, std::pair(uint32_t(cached.size()), uint32_t(cached.size() + ids.size() - start)));
+      cached.insert(cached.end(), ids.begin() + std::ptrdiff_t(start), ids.end());
+    }
+  };
   split_added(text, added_raw_, ids, [&](std::string_view raw) {
-    const std::string normalized = nfc_ ? code_points_to_utf8(nfc(utf8_to_code_points(raw))) : std::string(raw);
-    split_added(normalized, added_normalized_, ids, [&](std::string_view piece) {
-      const std::u32string cps = utf8_to_code_points(piece);
-      for (size_t i = 0; i < cps.size();) {
-        const size_t end = gpt2_piece_end(cps, i);
-        encode_word(code_points_to_utf8(std::u32string_view(cps).substr(i, end - i)), ids);
-        i = end;
-      }
-    });
+    const std::string normalized = nfc_ ? nfc_utf8(raw) : std::string(raw);
+    split_added(normalized, added_normalized_, ids,
+                [&](std::string_view piece) { for_each_pre_token(piece, encode_cached); });
   });
   return ids;
 }

@@ -121,10 +121,31 @@ uint8_t combining_class(char32_t cp) {
   return it != kCombiningClasses && cp <= (it - 1)->hi ? (it - 1)->ccc : 0;
 }
 
+namespace {
+
+// The NFC quick check (UAX #15): text whose characters all have
+// NFC_Quick_Check = Yes and whose combining marks are in canonical order is
+// already NFC. Below U+0300 every character passes (checked by the table
+// generator), which makes ASCII and Latin-1 text cheap.
+bool is_nfc_quick(std::u32string_view cps) {
+  uint8_t last_class = 0;
+  for (char32_t c : cps) {
+    if (c < 0x300 || c >= kInvalidByteBase) {
+      last_class = 0;
+      continue;
+    }
+    if (in_ranges(kNfcQuickCheckNotYes, kNfcQuickCheckNotYesCount, c)) return false;
+    const uint8_t cc = combining_class(c);
+    if (cc != 0 && last_class > cc) return false;
+    last_class = cc;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::u32string nfc(std::u32string_view cps) {
-  // Below U+0300 every character is NFC and composes with nothing (checked
-  // by the table generator), which covers ASCII and Latin-1 text.
-  if (std::all_of(cps.begin(), cps.end(), [](char32_t c) { return c < 0x300; })) return std::u32string(cps);
+  if (is_nfc_quick(cps)) return std::u32string(cps);
 
   // 1. Full canonical decomposition.
   std::u32string d;

@@ -32,6 +32,8 @@ extern const CodeRange kLetters[];
 extern const size_t kLetterCount;
 extern const CodeRange kNumbers[];
 extern const size_t kNumberCount;
+extern const CodeRange kNfcQuickCheckNotYes[];  // NFC_Quick_Check = No or Maybe
+extern const size_t kNfcQuickCheckNotYesCount;
 extern const ClassRange kCombiningClasses[];
 extern const size_t kCombiningClassCount;
 extern const Decomposition kDecompositions[];
