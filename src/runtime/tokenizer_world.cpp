@@ -252,6 +252,14 @@ void WorldTokenizer::build_trie(const std::vector<size_t>& lines, const std::str
     node_token_[size_t(node)] = int32_t(id);
   }
 
+  depth2_.assign(65536, -1);
+  for (uint32_t a = 0; a < 256; ++a) {
+    if (root_child_[a] < 0) continue;
+    for (uint32_t b = 0; b < 256; ++b)
+      if (const auto it = edges.find((uint32_t(root_child_[a]) << 8) | b); it != edges.end())
+        depth2_[a << 8 | b] = it->second;
+  }
+
   // Pack the edges into a table at most half full, so probes stay short.
   const size_t capacity = std::bit_ceil(std::max<size_t>(16, edges.size() * 2));
   edges_.assign(capacity, 0);
@@ -291,6 +299,15 @@ std::vector<int32_t> WorldTokenizer::encode(std::string_view text) const {
     int32_t best = -1;
     size_t best_end = pos;
     size_t j = pos + 1;
+    if (node >= 0 && j < n) {
+      // One byte deep, then straight to two bytes deep through depth2_.
+      if (const int32_t id = node_token_[size_t(node)]; id >= 0) {
+        best = id;
+        best_end = j;
+      }
+      node = depth2_[size_t(s[pos]) << 8 | s[j]];
+      ++j;
+    }
     while (node >= 0) {
       const int32_t id = node_token_[size_t(node)];
       if (id >= 0) {

@@ -45,10 +45,13 @@ class WorldTokenizer final : public Tokenizer {
   // bytes spell the path to n, or -1. Edges live in one open-addressing hash
   // table keyed by (node << 8 | byte): a dense 256-wide table per node would
   // take ~120 MB for World's 116k nodes, and sorted child lists cost a
-  // search per byte. The root's 256 children are a plain array since every
-  // token starts there.
+  // search per byte. The first two levels are plain arrays since every token
+  // starts there.
   std::vector<int32_t> node_token_;
   int32_t root_child_[256];
+  // Nodes two bytes deep, indexed by (first byte << 8 | second byte): most
+  // tokens are short, and this saves a hash probe on each (-1: none).
+  std::vector<int32_t> depth2_;
   std::vector<uint64_t> edges_;  // ((key + 1) << 32 | child), 0 = empty slot
   uint64_t edge_mask_ = 0;       // edges_.size() - 1 (a power of two)
   int edge_shift_ = 64;          // 64 - log2(edges_.size()), for the hash
