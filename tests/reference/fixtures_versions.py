@@ -28,6 +28,22 @@ Writes only into OUT_DIR/versions/, deterministically:
 
 The script checks its references against rwkv.cpp's expected logits before
 writing anything the tests rely on.
+
+How the references were verified (scripts kept outside the repository, in
+/work/verify/, official code run read-only): ChatRWKV's rwkv/model.py
+(RWKV_JIT_ON=0, RWKV_CUDA_ON=0, 'cpu fp32', token by token and
+forward(full_output=True); only edit: torch 1.13 lacks torch.load(mmap=),
+dropped at run time) and, for v4, RWKV-LM RWKV-v4neo/src/model_run.py, on
+every .pth written here. Worst max abs error / logit std over all positions:
+1.6e-6 to 6.1e-6 (random v4, 5.0, 5.1, 5.2, 6 and the tiny 4v0/5v1/5v2),
+i.e. float32 rounding. ChatRWKV folds ln0 into the embedding in the file's
+dtype, so on the bf16 files themselves it is off by 0.011 to 0.035 std; the
+comparison uses the same weights saved as float32. Typical bugs (LayerNorm eps
+1e-6, 5.x/6 GroupNorm eps 1e-5, token shift reversed, gate without silu, v6
+LoRA parts reordered, v4 decay sign) move the logits by 0.43 to 3.3 std.
+The .bin files here equal what rwkv.cpp's convert_pytorch_to_ggml.py writes
+from the .pth (names, order, shapes, types; values bit-identical except the
+decays/bonuses it transforms in float32, within 7e-8 relative).
 """
 
 import argparse
