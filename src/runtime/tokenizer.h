@@ -25,7 +25,8 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
 
   // Splits `text` into token ids. Throws rwkv::Error only if the vocabulary
-  // cannot express some byte (never for World or bytes, which hold all 256).
+  // cannot express some byte (never for World or bytes, which hold all 256;
+  // GPT-NeoX lacks the bytes that never occur in UTF-8).
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   // The bytes of one id; fails for ids outside [0, vocab_size()).
   virtual std::string_view token_bytes(int32_t id) const = 0;
