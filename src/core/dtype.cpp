@@ -3,6 +3,7 @@
 namespace rwkv {
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // empty tensors may come with null pointers
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * sizeof(float));

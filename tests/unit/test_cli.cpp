@@ -193,6 +193,35 @@ TEST(CliErrors, DamagedRwkvCppFilesAreRefused) {
   check("unknown.bin", bytes, "unexpected tensors 'blocks.7.ffn.extra.weight'");
 }
 
+TEST(CliErrors, HostileOrBrokenPthFilesAreRefused) {
+  // Hand-made by tests/reference/fixtures_pth.py: pickles that try to run code
+  // or use opcodes torch.save never writes, and broken containers.
+  TempDir dir;
+  const std::string out = dir / "out.npy";
+  struct Case {
+    std::string file, needle;
+  } cases[] = {
+      {"global_os_system.pth", "os.system"},
+      {"global_eval.pth", "builtins.eval"},
+      {"opcode_build.pth", "BUILD"},
+      {"opcode_newobj.pth", "NEWOBJ"},
+      {"unknown_opcode.pth", "unknown opcode"},
+      {"missing_storage.pth", "storage"},
+      {"shape_exceeds.pth", "storage"},
+      {"int64.pth", "unsupported storage type"},
+      {"cd_offset_absurd.pth", "pth"},
+      {"legacy.pth", "legacy"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.file);
+    expect_clean_failure(run_cli("logits -m " + test::fixture_path("pth/" + c.file) + " --tokens 1 -o " + out),
+                         c.needle, out, dir, 0);
+  }
+  // A valid torch.save file whose tensors are not a whole RWKV model.
+  expect_clean_failure(run_cli("logits -m " + test::fixture_path("pth/f32.pth") + " --tokens 1 -o " + out),
+                       "missing 'blocks.0.ln1.weight'", out, dir, 0);
+}
+
 TEST(CliErrors, QuantizedRwkvCppFilesAreRefusedUntilSupported) {
   TempDir dir;
   const auto r = run_cli("logits -m " + test::tiny_model("7v0-834K", "Q5_1") + " --tokens 1 -o " + (dir / "o.npy"));
