@@ -83,6 +83,8 @@ int run_generate(GenerateOptions& o) {
   const auto model = load_model(o.model);
   const auto tokenizer = make_tokenizer(o.tokenizer, model->config().n_vocab, o.model);
   SamplerParams params = o.sampling.params(*tokenizer);
+  // Logits past the tokenizer's last id (World: 65530..65535) have no text.
+  for (int64_t id = tokenizer->vocab_size(); id < model->config().n_vocab; ++id) params.ban.push_back(int32_t(id));
   std::vector<int32_t> stop_tokens = o.sampling.stop_tokens;
   if (tokenizer->name() == "world" && o.sampling.stop_tokens_default) stop_tokens.push_back(0);  // end of text
   Session session(*model, params);

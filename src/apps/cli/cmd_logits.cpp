@@ -6,6 +6,7 @@
 #include "formats/npy.h"
 #include "model/loader.h"
 #include "runtime/state_file.h"
+#include "runtime/tokenizer.h"
 
 namespace rwkv::cli {
 namespace {
@@ -14,6 +15,7 @@ struct LogitsOptions {
   std::string model;
   std::string tokens;
   std::string text;
+  std::string tokenizer;
   bool all_positions = false;
   int64_t chunk = 0;  // 0: the whole sequence in one call
   std::string state_in;
@@ -25,13 +27,11 @@ int run_logits(const LogitsOptions& o) {
   std::vector<int32_t> tokens;
   if (!o.tokens.empty()) {
     tokens = parse_ids(o.tokens, "--tokens");
-  } else {
-    // Byte-level ids until a tokenizer is chosen from the model.
-    for (unsigned char c : o.text) tokens.push_back(c);
   }
+  const auto model = load_model(o.model);
+  if (o.tokens.empty()) tokens = make_tokenizer(o.tokenizer, model->config().n_vocab, o.model)->encode(o.text);
   if (tokens.empty()) fail("no tokens given (--tokens or --text must not be empty)");
 
-  const auto model = load_model(o.model);
   const int64_t n_vocab = model->config().n_vocab;
   State state = model->new_state();
   if (!o.state_in.empty())
@@ -68,7 +68,8 @@ Runner add_logits(CLI::App& app) {
   auto o = std::make_shared<LogitsOptions>();
   cmd->add_option("-m,--model", o->model, "Model file")->required();
   auto* tokens = cmd->add_option("--tokens", o->tokens, "Comma-separated token ids, e.g. 1,2,3");
-  auto* text = cmd->add_option("--text", o->text, "Text, fed as byte-level token ids");
+  auto* text = cmd->add_option("--text", o->text, "Text, tokenized with the model's tokenizer (see --tokenizer)");
+  add_tokenizer_flag(*cmd, o->tokenizer);
   tokens->excludes(text);
   cmd->add_flag("--all-positions", o->all_positions, "Write [n_tokens, n_vocab] logits instead of the last position's");
   cmd->add_option("--chunk", o->chunk, "Tokens per forward call (1 = RNN mode; default: all at once)")
