@@ -1,5 +1,6 @@
 #include "runtime/session.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -68,6 +69,21 @@ void Session::restore(const StateFile& file) {
   }
   if (auto it = file.sections.find(kSamplerSection); it != file.sections.end())
     sampler_.restore(std::string(reinterpret_cast<const char*>(it->second.data()), it->second.size()));
+}
+
+void Session::set_state(const State& state, std::span<const float> logits) {
+  if (state.shape() != model_.state_shape() || state.size() != model_.state_size())
+    fail("the state belongs to a different model shape");
+  if (!logits.empty() && logits.size() != logits_.size())
+    fail("{} logits do not fit this model's vocabulary of {}", logits.size(), logits_.size());
+  state_ = state;
+  std::copy(logits.begin(), logits.end(), logits_.begin());
+  has_logits_ = !logits.empty();
+}
+
+void Session::reset() {
+  state_ = model_.new_state();
+  has_logits_ = false;
 }
 
 }  // namespace rwkv

@@ -42,6 +42,14 @@ class Session {
   StateFile snapshot() const;
   void restore(const StateFile& file);
 
+  // Puts the session at `state` with `logits` (n_vocab floats, or empty when
+  // nothing has been fed, e.g. a fresh state); the sampler is untouched. Used
+  // to continue from a cached or remembered prompt state. Fails for a state
+  // of another model shape or logits of the wrong size.
+  void set_state(const State& state, std::span<const float> logits);
+  // Back to the fresh (all-zero) state with no logits; the sampler is untouched.
+  void reset();
+
   // Counts tokens fed through the model (for tests and statistics).
   int64_t tokens_fed() const { return tokens_fed_; }
 
