@@ -212,7 +212,9 @@ void ChatSession::feed_text(const std::string& text) {
   last_.prompt_tokens += int64_t(tokens.size());
 }
 
-uint64_t ChatSession::next_seed() { return mix_seed(options_.sampling.seed + replies_++); }
+// The n-th reply's seed; mixing the base first keeps the streams of nearby
+// base seeds apart (base 1's second reply must not be base 2's first).
+uint64_t ChatSession::next_seed() { return mix_seed(mix_seed(options_.sampling.seed) + replies_++); }
 
 void ChatSession::reset() {
   before_reply_.reset();

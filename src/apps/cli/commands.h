@@ -16,5 +16,7 @@ Runner add_logits(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_detokenize(CLI::App& app);
 Runner add_generate(CLI::App& app);
+Runner add_chat(CLI::App& app);
+Runner add_ask(CLI::App& app);
 
 }  // namespace rwkv::cli

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_tokenize);
   add(rwkv::cli::add_detokenize);
   add(rwkv::cli::add_generate);
+  add(rwkv::cli::add_chat);
+  add(rwkv::cli::add_ask);
 
   try {
     app.parse(argc, argv);
