@@ -24,7 +24,7 @@ void parallel_for(int64_t n, Fn&& fn) {
     return;
   }
   std::vector<std::thread> pool;
-  std::vector<std::exception_ptr> errors(size_t(threads));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
   for (int64_t t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       try {
