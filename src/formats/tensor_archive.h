@@ -37,6 +37,10 @@ class TensorArchive {
   std::string format;  // "pth", "rwkv.cpp", ...
   std::string path;
   std::map<std::string, std::string> metadata;  // format-specific facts (e.g. rwkv.cpp header fields)
+  // Array-valued metadata (GGUF): lists of strings (e.g. tokenizer.ggml.tokens)
+  // and of numbers (integers, floats and bools, as doubles).
+  std::map<std::string, std::vector<std::string>> string_lists;
+  std::map<std::string, std::vector<double>> number_lists;
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(std::string_view name) const;

@@ -14,6 +14,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "formats/gguf.h"
 #include "formats/open.h"
 #include "formats/pth.h"
 #include "formats/pth_writer.h"
@@ -197,6 +198,262 @@ TEST(PthWriter, RefusesBadInputAndLeavesNoFile) {
   expect_error([&] { write_pth(dir / "shape.pth", u.infos); }, "shape");
   expect_error([&] { write_pth(dir / "no-such-dir/x.pth", s.infos); }, "no-such-dir");
   EXPECT_EQ(dir.file_count(), 0u);
+}
+
+// ---- GGUF reader ---------------------------------------------------------------------
+
+const std::string kSharedGguf = "models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.gguf";
+const std::string kSharedPth = "models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth";
+
+TEST(Gguf, ReadsLlamaCppsFile) {
+  const TensorArchive a = read_gguf(test::shared_path(kSharedGguf));
+  EXPECT_EQ(a.format, "gguf");
+  EXPECT_EQ(a.metadata.at("gguf.version"), "3");
+  EXPECT_EQ(a.metadata.at("gguf.alignment"), "32");
+  EXPECT_EQ(a.metadata.at("general.architecture"), "rwkv7");
+  EXPECT_EQ(a.metadata.at("rwkv7.block_count"), "2");
+  EXPECT_EQ(a.metadata.at("rwkv7.wkv.head_size"), "64");
+  EXPECT_EQ(a.metadata.at("tokenizer.ggml.model"), "rwkv");
+  EXPECT_EQ(a.metadata.at("rwkv7.attention.layer_norm_epsilon"), "1e-05");
+  const auto& tokens = a.string_lists.at("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.size(), 65536u);
+  EXPECT_EQ(tokens[0], "<s>");
+  EXPECT_EQ(tokens[1], "\\x00");  // llama.cpp stores repr(bytes) without the b'' quotes
+  EXPECT_EQ(a.number_lists.at("tokenizer.ggml.token_type").size(), 65536u);
+  EXPECT_EQ(a.tensors().size(), 62u);
+
+  const TensorInfo* emb = a.find("token_embd.weight");
+  ASSERT_NE(emb, nullptr);
+  EXPECT_EQ(emb->dtype, DType::BF16);
+  EXPECT_EQ(emb->shape, (std::vector<int64_t>{65536, 64}));  // ggml ne = [64, 65536]
+  const TensorInfo* w1 = a.find("blk.0.time_mix_w1.weight");
+  ASSERT_NE(w1, nullptr);
+  EXPECT_EQ(w1->dtype, DType::F32);
+  EXPECT_EQ(w1->shape, (std::vector<int64_t>{32, 64}));
+  const TensorInfo* lerp = a.find("blk.1.time_mix_lerp_fused.weight");
+  ASSERT_NE(lerp, nullptr);
+  EXPECT_EQ(lerp->shape, (std::vector<int64_t>{6, 1, 1, 64}));
+
+  // The embedding is the .pth's, bit for bit, read in place from the mapping.
+  const TensorArchive pth = read_pth(test::shared_path(kSharedPth));
+  const TensorInfo* pemb = pth.find("emb.weight");
+  ASSERT_NE(pemb, nullptr);
+  ASSERT_EQ(pemb->nbytes, emb->nbytes);
+  EXPECT_EQ(std::memcmp(pemb->data, emb->data, emb->nbytes), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(emb->data) % 32, 0u);
+}
+
+TEST(Gguf, OpenRecognisesItByContent) {
+  TempDir dir;
+  const auto bytes = test::read_bytes(test::shared_path(kSharedGguf));
+  test::write_bytes(dir / "model.bin", bytes);  // the extension says nothing
+  EXPECT_EQ(open_tensor_archive(dir / "model.bin")->format, "gguf");
+}
+
+// A small GGUF built by hand, independently of the reader, for hostile variants.
+class GgufBuilder {
+ public:
+  std::vector<char> out;
+  void u8(uint8_t v) { out.push_back(char(v)); }
+  void u32(uint32_t v) { raw(&v, 4); }
+  void u64(uint64_t v) { raw(&v, 8); }
+  void str(const std::string& s) {
+    u64(s.size());
+    out.insert(out.end(), s.begin(), s.end());
+  }
+  void raw(const void* p, size_t n) { out.insert(out.end(), static_cast<const char*>(p), static_cast<const char*>(p) + n); }
+  void pad(size_t alignment) {
+    while (out.size() % alignment) out.push_back(0);
+  }
+};
+
+struct GgufSpec {
+  uint32_t version = 3;
+  uint32_t alignment = 32;
+  bool write_alignment = true;
+  uint32_t tensor_type = 0;  // of the second tensor
+  uint64_t second_offset = 64;
+  std::string second_name = "b";
+  uint64_t first_dim = 4;
+  uint32_t a_dims = 2;
+  std::string third_key = "some.ints";
+  uint32_t ints_type = 5;  // int32
+};
+
+// Two tensors: "a" f32 [3, 4] (ggml ne [4, 3]) at 0 and `second_name` f16 [5] at
+// second_offset; plus a string, an array of strings and an array of ints.
+std::vector<char> make_gguf(const GgufSpec& spec = {}) {
+  GgufBuilder b;
+  b.raw("GGUF", 4);
+  b.u32(spec.version);
+  b.u64(2);                                  // tensors
+  b.u64(spec.write_alignment ? 4 : 3);       // metadata entries
+  b.str("general.architecture");
+  b.u32(8);
+  b.str("test");
+  b.str("tokenizer.ggml.tokens");
+  b.u32(9);
+  b.u32(8);
+  b.u64(3);
+  for (const char* t : {"x", "", "zz"}) b.str(t);
+  b.str(spec.third_key);
+  b.u32(9);
+  b.u32(spec.ints_type);
+  b.u64(2);
+  b.u32(uint32_t(-7));
+  b.u32(9);
+  if (spec.write_alignment) {
+    b.str("general.alignment");
+    b.u32(4);
+    b.u32(spec.alignment);
+  }
+  b.str("a");
+  b.u32(spec.a_dims);
+  b.u64(spec.first_dim);
+  b.u64(3);
+  for (uint32_t d = 2; d < spec.a_dims; ++d) b.u64(1);
+  b.u32(0);
+  b.u64(0);
+  b.str(spec.second_name);
+  b.u32(1);
+  b.u64(5);
+  b.u32(spec.tensor_type == 0 ? 1 : spec.tensor_type);
+  b.u64(spec.second_offset);
+  b.pad(spec.alignment == 0 ? 32 : spec.alignment);
+  const size_t data = b.out.size();
+  for (int i = 0; i < 12; ++i) {
+    const float f = float(i) + 0.5f;
+    b.raw(&f, 4);
+  }
+  while (b.out.size() < data + 64) b.u8(0);
+  for (int i = 0; i < 5; ++i) {
+    const uint16_t h = f32_to_f16(float(-i));
+    b.raw(&h, 2);
+  }
+  return b.out;
+}
+
+TEST(Gguf, ReadsAHandBuiltFile) {
+  TempDir dir;
+  test::write_bytes(dir / "ok.gguf", make_gguf());
+  const TensorArchive a = read_gguf(dir / "ok.gguf");
+  EXPECT_EQ(a.metadata.at("general.architecture"), "test");
+  EXPECT_EQ(a.string_lists.at("tokenizer.ggml.tokens"), (std::vector<std::string>{"x", "", "zz"}));
+  EXPECT_EQ(a.number_lists.at("some.ints"), (std::vector<double>{-7, 9}));
+  ASSERT_EQ(a.tensors().size(), 2u);
+  EXPECT_EQ(a.tensors()[0].shape, (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(reinterpret_cast<const float*>(a.tensors()[0].data)[11], 11.5f);
+  EXPECT_EQ(a.tensors()[1].dtype, DType::F16);
+  EXPECT_EQ(f16_to_f32(reinterpret_cast<const uint16_t*>(a.tensors()[1].data)[4]), -4.0f);
+  // Without general.alignment, GGUF's default of 32 applies.
+  GgufSpec spec;
+  spec.write_alignment = false;
+  test::write_bytes(dir / "default.gguf", make_gguf(spec));
+  EXPECT_EQ(read_gguf(dir / "default.gguf").metadata.at("gguf.alignment"), "32");
+}
+
+TEST(Gguf, TruncatedAnywhereIsAClearError) {
+  TempDir dir;
+  const std::vector<char> good = make_gguf();
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    test::write_bytes(dir / "cut.gguf", std::vector<char>(good.begin(), good.begin() + std::ptrdiff_t(cut)));
+    try {
+      read_gguf(dir / "cut.gguf");
+      ADD_FAILURE() << "no error at cut " << cut;
+    } catch (const Error& e) {
+      const std::string_view m = e.what();
+      EXPECT_TRUE(m.find("truncated") != m.npos || m.find("magic") != m.npos) << "cut " << cut << ": " << m;
+    }
+  }
+}
+
+TEST(Gguf, HostileHeadersAreClearErrors) {
+  TempDir dir;
+  auto expect_bad = [&](std::vector<char> bytes, std::string_view word) {
+    test::write_bytes(dir / "bad.gguf", bytes);
+    expect_error([&] { read_gguf(dir / "bad.gguf"); }, word);
+    // open_tensor_archive routes it to the same reader.
+    expect_error([&] { open_tensor_archive(dir / "bad.gguf"); }, word);
+  };
+  const std::vector<char> good = make_gguf();
+  auto patched = [&](size_t offset, uint64_t value, size_t width) {
+    std::vector<char> b = good;
+    std::memcpy(b.data() + offset, &value, width);
+    return b;
+  };
+  {
+    std::vector<char> b = good;
+    b[0] = 'X';
+    test::write_bytes(dir / "bad.gguf", b);
+    expect_error([&] { read_gguf(dir / "bad.gguf"); }, "magic");
+  }
+  expect_bad(patched(4, 1, 4), "version 1");
+  expect_bad(patched(4, 4, 4), "version 4");
+  expect_bad(patched(8, uint64_t(1) << 60, 8), "tensors");          // tensor count
+  expect_bad(patched(16, uint64_t(1) << 60, 8), "metadata entries");  // kv count
+  expect_bad(patched(24, uint64_t(1) << 62, 8), "truncated");        // first key's length
+  // The tokens array's count (after key, type and element type).
+  const size_t tokens_count = 24 + 8 + 20 + 4 + 8 + 4 + 8 + 21 + 4 + 4;
+  expect_bad(patched(tokens_count, uint64_t(1) << 40, 8), "elements");
+  {
+    GgufSpec spec;
+    spec.tensor_type = 12;  // Q4_K
+    expect_bad(make_gguf(spec), "Q4_K");
+    spec.tensor_type = 2;
+    expect_bad(make_gguf(spec), "Q4_0");
+    spec.tensor_type = 77;
+    expect_bad(make_gguf(spec), "unknown type 77");
+  }
+  {
+    GgufSpec spec;
+    spec.second_offset = 48;  // not a multiple of 32
+    expect_bad(make_gguf(spec), "alignment");
+    spec.second_offset = 32;  // inside "a"
+    expect_bad(make_gguf(spec), "overlap");
+    spec.second_offset = 1024;  // past the end
+    expect_bad(make_gguf(spec), "outside");
+    spec.second_offset = ~uint64_t(0) - 31;
+    expect_bad(make_gguf(spec), "outside");
+  }
+  {
+    GgufSpec spec;
+    spec.second_name = "a";
+    expect_bad(make_gguf(spec), "duplicate tensor 'a'");
+  }
+  {
+    GgufSpec spec;
+    spec.first_dim = uint64_t(1) << 62;
+    expect_bad(make_gguf(spec), "absurd");
+    spec.first_dim = uint64_t(1) << 40;
+    expect_bad(make_gguf(spec), "more than the file");
+  }
+  {
+    GgufSpec spec;
+    spec.alignment = 24;
+    expect_bad(make_gguf(spec), "power of two");
+    spec.alignment = 0;
+    expect_bad(make_gguf(spec), "power of two");
+  }
+  {
+    GgufSpec spec;
+    spec.a_dims = 5;
+    expect_bad(make_gguf(spec), "5 dimensions");
+  }
+  {
+    GgufSpec spec;
+    spec.third_key = "general.architecture";
+    expect_bad(make_gguf(spec), "duplicate metadata key 'general.architecture'");
+    spec.third_key = "";
+    expect_bad(make_gguf(spec), "empty");
+  }
+  {
+    GgufSpec spec;
+    spec.ints_type = 9;  // an array of arrays
+    expect_bad(make_gguf(spec), "array of arrays");
+    spec.ints_type = 13;
+    expect_bad(make_gguf(spec), "unknown type 13");
+  }
+  EXPECT_EQ(dir.file_count(), 1u);  // nothing but the last bad file itself
 }
 
 }  // namespace
