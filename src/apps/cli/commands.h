@@ -18,5 +18,7 @@ Runner add_detokenize(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_chat(CLI::App& app);
 Runner add_ask(CLI::App& app);
+Runner add_init(CLI::App& app);
+Runner add_train(CLI::App& app);
 
 }  // namespace rwkv::cli

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_generate);
   add(rwkv::cli::add_chat);
   add(rwkv::cli::add_ask);
+  add(rwkv::cli::add_init);
+  add(rwkv::cli::add_train);
 
   try {
     app.parse(argc, argv);
