@@ -32,10 +32,18 @@ struct Layer {
   MatRef ffn_key, ffn_value;
 };
 
+// One sequence's rows within a call: rows [row0, row0 + rows) of every
+// [tokens, C] buffer belong to it, and `state` is its whole recurrent state.
+struct Segment {
+  int64_t row0 = 0;
+  int64_t rows = 0;
+  float* state = nullptr;
+};
+
 // Per-call scratch, grown to the largest chunk seen.
 struct Rwkv7Workspace : Workspace {
   int64_t capacity = 0;
-  std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, ffn;
+  std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, ffn, head_out;
 
   void reserve(int64_t t, const ModelConfig& c) {
     if (t <= capacity) return;
@@ -70,13 +78,18 @@ class Rwkv7 final : public Model {
  protected:
   void forward_impl(std::span<const int32_t> tokens, State& state, Logits which, float* logits,
                     Workspace& workspace) const override;
+  void forward_batch_impl(std::span<const BatchItem> items, Workspace& workspace) const override;
 
  private:
   size_t layer_state_size() const {
     return size_t(2 * config_.n_embd + config_.n_head * config_.head_size * config_.head_size);
   }
-  void time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwkv7Workspace& ws) const;
-  void channel_mix(const Layer& L, int64_t T, float* state, Rwkv7Workspace& ws) const;
+  // Runs all layers over the segments' tokens (already embedded in ws.x).
+  void run_layers(std::span<const Segment> segments, int64_t T, Rwkv7Workspace& ws) const;
+  void time_mix(const Layer& L, int64_t layer, std::span<const Segment> segments, int64_t T,
+                size_t state_offset, Rwkv7Workspace& ws) const;
+  void channel_mix(const Layer& L, std::span<const Segment> segments, int64_t T, size_t state_offset,
+                   Rwkv7Workspace& ws) const;
 
   WeightStorage storage_;
   MatRef emb_;
@@ -96,21 +109,24 @@ void token_shift_mix(const float* x, const float* prev, const float* mu, int64_t
   }
 }
 
-void Rwkv7::time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwkv7Workspace& ws) const {
+void Rwkv7::time_mix(const Layer& L, int64_t layer, std::span<const Segment> segments, int64_t T,
+                     size_t state_offset, Rwkv7Workspace& ws) const {
   const int64_t C = config_.n_embd, H = config_.n_head, N = config_.head_size;
-  float* shift = state;
-  float* wkv = state + C;
   const float* xn = ws.xn.data();
   float* mix = ws.mix.data();
   const size_t tc = size_t(T * C);
   float *xr = mix, *xw = mix + tc, *xk = mix + 2 * tc, *xv = mix + 3 * tc, *xa = mix + 4 * tc, *xg = mix + 5 * tc;
-  token_shift_mix(xn, shift, L.x_r, T, C, xr);
-  token_shift_mix(xn, shift, L.x_w, T, C, xw);
-  token_shift_mix(xn, shift, L.x_k, T, C, xk);
-  token_shift_mix(xn, shift, L.x_v, T, C, xv);
-  token_shift_mix(xn, shift, L.x_a, T, C, xa);
-  token_shift_mix(xn, shift, L.x_g, T, C, xg);
-  std::memcpy(shift, xn + (T - 1) * C, size_t(C) * sizeof(float));
+  for (const Segment& seg : segments) {
+    float* shift = seg.state + state_offset;
+    const int64_t o = seg.row0 * C;
+    token_shift_mix(xn + o, shift, L.x_r, seg.rows, C, xr + o);
+    token_shift_mix(xn + o, shift, L.x_w, seg.rows, C, xw + o);
+    token_shift_mix(xn + o, shift, L.x_k, seg.rows, C, xk + o);
+    token_shift_mix(xn + o, shift, L.x_v, seg.rows, C, xv + o);
+    token_shift_mix(xn + o, shift, L.x_a, seg.rows, C, xa + o);
+    token_shift_mix(xn + o, shift, L.x_g, seg.rows, C, xg + o);
+    std::memcpy(shift, xn + o + (seg.rows - 1) * C, size_t(C) * sizeof(float));
+  }
 
   float *r = ws.r.data(), *w = ws.w.data(), *k = ws.k.data(), *v = ws.v.data(), *a = ws.a.data(), *g = ws.g.data();
   float* lora = ws.lora.data();
@@ -167,8 +183,10 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwk
   //   S = S * diag(w) + (S (-kk)) (kk * a)^T + v k^T,   y = S r
   float* y = ws.y.data();
   std::vector<float> b(static_cast<size_t>(N));
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
+  for (const Segment& seg : segments) {
+    float* wkv = seg.state + state_offset + C;
+    for (int64_t t = seg.row0; t < seg.row0 + seg.rows; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
       const int64_t o = t * C + h * N;
       float* S = wkv + h * N * N;
       const float *rt = r + o, *wt = w + o, *kt = k + o, *vt = v + o, *kkt = kk + o, *at = a + o;
@@ -184,6 +202,7 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwk
         }
         y[o + i] = out;
       }
+    }
     }
   }
 
@@ -205,11 +224,16 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, int64_t T, float* state, Rwk
   for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
 }
 
-void Rwkv7::channel_mix(const Layer& L, int64_t T, float* state, Rwkv7Workspace& ws) const {
+void Rwkv7::channel_mix(const Layer& L, std::span<const Segment> segments, int64_t T, size_t state_offset,
+                        Rwkv7Workspace& ws) const {
   const int64_t C = config_.n_embd;
   float* xk = ws.mix.data();
-  token_shift_mix(ws.xn.data(), state, L.ffn_x_k, T, C, xk);
-  std::memcpy(state, ws.xn.data() + (T - 1) * C, size_t(C) * sizeof(float));
+  for (const Segment& seg : segments) {
+    float* shift = seg.state + state_offset;
+    const int64_t o = seg.row0 * C;
+    token_shift_mix(ws.xn.data() + o, shift, L.ffn_x_k, seg.rows, C, xk + o);
+    std::memcpy(shift, ws.xn.data() + o + (seg.rows - 1) * C, size_t(C) * sizeof(float));
+  }
   float* hidden = ws.ffn.data();
   matmul(L.ffn_key, xk, T, hidden);
   for (int64_t i = 0; i < T * config_.dim_ffn; ++i) {
@@ -222,31 +246,68 @@ void Rwkv7::channel_mix(const Layer& L, int64_t T, float* state, Rwkv7Workspace&
   for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
 }
 
-void Rwkv7::forward_impl(std::span<const int32_t> tokens, State& state, Logits which, float* logits,
-                         Workspace& workspace) const {
-  auto& ws = static_cast<Rwkv7Workspace&>(workspace);
-  const int64_t T = int64_t(tokens.size()), C = config_.n_embd;
-  ws.reserve(T, config_);
+void Rwkv7::run_layers(std::span<const Segment> segments, int64_t T, Rwkv7Workspace& ws) const {
+  const int64_t C = config_.n_embd;
   float* x = ws.x.data();
-  for (int64_t t = 0; t < T; ++t) {
-    mat_row(emb_, tokens[size_t(t)], x + t * C);
-    layer_norm(x + t * C, ln0_w_, ln0_b_, C, kLayerNormEps, x + t * C);
-  }
   const size_t per_layer = layer_state_size();
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
-    float* s = state.data().data() + size_t(l) * per_layer;
+    const size_t offset = size_t(l) * per_layer;
     for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln1_w, L.ln1_b, C, kLayerNormEps, ws.xn.data() + t * C);
-    time_mix(L, l, T, s, ws);
+    time_mix(L, l, segments, T, offset, ws);
     for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln2_w, L.ln2_b, C, kLayerNormEps, ws.xn.data() + t * C);
-    channel_mix(L, T, s + per_layer - size_t(C), ws);
+    channel_mix(L, segments, T, offset + per_layer - size_t(C), ws);
   }
-  if (which == Logits::None) return;
-  const int64_t first = which == Logits::All ? 0 : T - 1;
-  const int64_t rows = T - first;
-  for (int64_t t = first; t < T; ++t)
-    layer_norm(x + t * C, ln_out_w_, ln_out_b_, C, kLayerNormEps, ws.xn.data() + (t - first) * C);
-  matmul(head_, ws.xn.data(), rows, logits);
+}
+
+void Rwkv7::forward_impl(std::span<const int32_t> tokens, State& state, Logits which, float* logits,
+                         Workspace& workspace) const {
+  const BatchItem item{tokens, &state, which,
+                       std::span<float>(logits, which == Logits::None ? 0
+                                                : which == Logits::Last
+                                                    ? size_t(config_.n_vocab)
+                                                    : tokens.size() * size_t(config_.n_vocab))};
+  forward_batch_impl(std::span<const BatchItem>(&item, 1), workspace);
+}
+
+void Rwkv7::forward_batch_impl(std::span<const BatchItem> items, Workspace& workspace) const {
+  auto& ws = static_cast<Rwkv7Workspace&>(workspace);
+  const int64_t C = config_.n_embd, V = config_.n_vocab;
+  std::vector<Segment> segments;
+  int64_t T = 0;
+  for (const BatchItem& item : items) {
+    segments.push_back(Segment{T, int64_t(item.tokens.size()), item.state->data().data()});
+    T += int64_t(item.tokens.size());
+  }
+  ws.reserve(T, config_);
+  float* x = ws.x.data();
+  for (size_t i = 0; i < items.size(); ++i) {
+    for (int64_t t = 0; t < segments[i].rows; ++t) {
+      float* row = x + (segments[i].row0 + t) * C;
+      mat_row(emb_, items[i].tokens[size_t(t)], row);
+      layer_norm(row, ln0_w_, ln0_b_, C, kLayerNormEps, row);
+    }
+  }
+  run_layers(segments, T, ws);
+
+  // The head only for the rows whose logits are wanted, gathered contiguously.
+  int64_t rows = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t first = items[i].which == Logits::All ? 0 : segments[i].rows - 1;
+    if (items[i].which == Logits::None) continue;
+    for (int64_t t = first; t < segments[i].rows; ++t, ++rows)
+      layer_norm(x + (segments[i].row0 + t) * C, ln_out_w_, ln_out_b_, C, kLayerNormEps, ws.xn.data() + rows * C);
+  }
+  if (rows == 0) return;
+  if (ws.head_out.size() < size_t(rows * V)) ws.head_out.resize(size_t(rows * V));
+  matmul(head_, ws.xn.data(), rows, ws.head_out.data());
+  int64_t row = 0;
+  for (const BatchItem& item : items) {
+    if (item.which == Logits::None) continue;
+    const int64_t n = item.which == Logits::All ? int64_t(item.tokens.size()) : 1;
+    std::memcpy(item.logits.data(), ws.head_out.data() + row * V, size_t(n * V) * sizeof(float));
+    row += n;
+  }
 }
 
 }  // namespace

@@ -80,6 +80,48 @@ TEST_P(TinyRwkv7, SequenceModeEqualsRnnModeAtEveryPosition) {
 
 INSTANTIATE_TEST_SUITE_P(Types, TinyRwkv7, ::testing::Values("FP32", "FP16"));
 
+TEST(Rwkv7Batch, RaggedBatchEqualsSeparateCalls) {
+  const auto model = load_model(test::tiny_model("7v0-834K", "FP32"));
+  // Four sequences with their own histories, advanced together by 1, 5, 1 and 3 tokens.
+  const std::vector<std::vector<int32_t>> history = {{1, 2}, {30, 31, 32}, {7}, {100, 101, 102, 103}};
+  const std::vector<std::vector<int32_t>> fresh = {{3}, {33, 34, 35, 36, 37}, {8}, {104, 105, 106}};
+  const Logits which[4] = {Logits::Last, Logits::All, Logits::Last, Logits::None};
+  std::vector<State> separate, batched;
+  for (const auto& h : history) {
+    State s = model->new_state();
+    logits_of(*model, h, int64_t(h.size()), false, &s);
+    separate.push_back(s);
+    batched.push_back(s);
+  }
+  std::vector<std::vector<float>> expected(4), got(4);
+  std::vector<BatchItem> items;
+  for (size_t i = 0; i < 4; ++i) {
+    const size_t n = which[i] == Logits::All ? fresh[i].size() * 256 : 256;
+    expected[i].resize(n);
+    got[i].resize(n);
+    model->forward(fresh[i], separate[i], which[i], expected[i]);
+    items.push_back(BatchItem{fresh[i], &batched[i], which[i], got[i]});
+  }
+  model->forward_batch(items);
+  for (size_t i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    if (which[i] != Logits::None) EXPECT_LE(max_abs_diff(got[i], expected[i]), kModeTolerance);
+    EXPECT_LE(max_abs_diff(batched[i].data(), separate[i].data()), kModeTolerance);
+  }
+}
+
+TEST(Rwkv7Batch, BadItemsAreRefusedBeforeAnyStateChanges) {
+  const auto model = load_model(test::tiny_model("7v0-834K", "FP32"));
+  State a = model->new_state(), b = model->new_state();
+  std::vector<float> la(256), lb(256);
+  const std::vector<int32_t> good = {1}, bad = {999};
+  std::vector<BatchItem> items = {{good, &a, Logits::Last, la}, {bad, &b, Logits::Last, lb}};
+  EXPECT_THROW(model->forward_batch(items), Error);
+  EXPECT_TRUE(a == model->new_state());
+  items[1] = BatchItem{good, &a, Logits::Last, lb};  // the same state twice
+  EXPECT_THROW(model->forward_batch(items), Error);
+}
+
 TEST(Rwkv7State, SaveLoadContinueIsBitExact) {
   const auto model = load_model(test::tiny_model("7v0-834K", "FP32"));
   const auto tokens = sample_tokens(40, 256, 11);
