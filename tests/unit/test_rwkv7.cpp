@@ -78,6 +78,18 @@ TEST_P(TinyRwkv7, SequenceModeEqualsRnnModeAtEveryPosition) {
   EXPECT_EQ(max_abs_diff(last, std::span<const float>(rnn).subspan(47 * 256)) <= kModeTolerance, true);
 }
 
+TEST_P(TinyRwkv7, ChunkedRecurrenceStaysExactOverManyChunks) {
+  // 203 tokens: twelve 16-token chunks of the chunked recurrence plus an
+  // 11-token tail stepped one at a time; the state after each must match RNN mode.
+  const auto model = load_model(test::tiny_model("7v0-834K", GetParam()));
+  const auto tokens = sample_tokens(203, 256, 21);
+  State rnn = model->new_state(), seq = model->new_state();
+  const auto by_token = logits_of(*model, tokens, 1, false, &rnn);
+  const auto whole = logits_of(*model, tokens, 203, false, &seq);
+  EXPECT_LE(max_abs_diff(whole, by_token), kModeTolerance);
+  EXPECT_LE(max_abs_diff(seq.data(), rnn.data()), kModeTolerance);
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, TinyRwkv7, ::testing::Values("FP32", "FP16"));
 
 TEST(Rwkv7Batch, RaggedBatchEqualsSeparateCalls) {
