@@ -11,7 +11,8 @@
 // "Assistant: <think>\n</think".
 //
 // A ChatSession keeps the whole conversation in the recurrent state, so each
-// turn feeds only its new tokens.
+// turn feeds only its new tokens. It is one conversation: use it from one
+// thread at a time (sessions of the same model may run in parallel).
 #pragma once
 
 #include <cstdint>

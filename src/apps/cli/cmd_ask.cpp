@@ -33,9 +33,15 @@ void write_out(std::string_view s) {
 }
 
 int run_ask(AskOptions& o) {
+  if (o.max_tokens <= 0) fail("-n must be a positive number of tokens (got {})", o.max_tokens);
   require_utf8(o.question, "the question");
   if (clean_chat_text(o.question).empty()) fail("the question is empty: give --question TEXT");
-  const auto file = MappedFile::open(o.document);
+  std::shared_ptr<const MappedFile> file;
+  try {
+    file = MappedFile::open(o.document);
+  } catch (const Error& e) {
+    fail("cannot read the document: {}", e.what());
+  }
   const std::string document(reinterpret_cast<const char*>(file->data()), file->size());
   require_utf8(document, ("the document " + o.document).c_str());
   if (clean_chat_text(document).empty()) fail("the document {} is empty", o.document);
@@ -82,8 +88,7 @@ Runner add_ask(CLI::App& app) {
   cmd->add_option("-q,--question", o->question, "The question")->required();
   cmd->add_flag("--think", o->think, "G1 thinking mode: the answer opens with '<think'");
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Most tokens in the answer")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str();
   add_tokenizer_flag(*cmd, o->tokenizer);
   o->sampling.add_flags(*cmd);
   return [o] { return run_ask(*o); };

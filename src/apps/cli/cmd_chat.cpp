@@ -117,6 +117,7 @@ class ChatCli {
 };
 
 int run_chat(ChatCliOptions& o) {
+  if (o.max_tokens <= 0) fail("-n must be a positive number of tokens (got {})", o.max_tokens);
   require_utf8(o.system, "--system");
   const auto model = load_model(o.model);
   const auto tokenizer = make_tokenizer(o.tokenizer, model->config().n_vocab, o.model);
@@ -154,6 +155,7 @@ int run_chat(ChatCliOptions& o) {
         continue;
       }
       const std::string text = line.starts_with("//") ? line.substr(1) : line;
+      require_utf8(text, "the message");  // before it is shown
       // A typed line is on the screen already; a piped one is shown here.
       if (!interactive) write_out("User: " + text + "\n");
       write_out("\n");
@@ -179,8 +181,7 @@ Runner add_chat(CLI::App& app) {
                              "G1 fast mode: replies open with an empty '<think>\\n</think' (per the G1 templates)");
   think->excludes(fake);
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Most tokens in one reply")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str();
   add_tokenizer_flag(*cmd, o->tokenizer);
   o->sampling.add_flags(*cmd);
   cmd->add_option("--state-in", o->state_in, "Start from this state file (a saved conversation or any state)");
