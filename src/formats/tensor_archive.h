@@ -52,6 +52,8 @@ class TensorArchive {
   // Allocates an owned, 64-byte aligned buffer that lives with the archive.
   std::byte* own(size_t nbytes);
   void keep_alive(std::shared_ptr<const MappedFile> file) { files_.push_back(std::move(file)); }
+  // For archives whose tensors view another archive's data (layout mappings).
+  void keep_alive(std::shared_ptr<const TensorArchive> other) { archives_.push_back(std::move(other)); }
 
  private:
   struct AlignedFree {
@@ -61,6 +63,7 @@ class TensorArchive {
   std::unordered_map<std::string, size_t> index_;
   std::vector<std::unique_ptr<std::byte[], AlignedFree>> buffers_;
   std::vector<std::shared_ptr<const MappedFile>> files_;
+  std::vector<std::shared_ptr<const TensorArchive>> archives_;
 };
 
 }  // namespace rwkv

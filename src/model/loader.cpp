@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "formats/open.h"
+#include "model/layouts.h"
 #include "model/rwkv4.h"
 #include "model/rwkv5.h"
 #include "model/rwkv6.h"
@@ -32,6 +33,7 @@ Arch detect_arch(const TensorArchive& a) {
 }
 
 std::unique_ptr<Model> load_model(std::shared_ptr<const TensorArchive> archive, const LoadOptions& options) {
+  archive = to_official_layout(std::move(archive));  // GGUF, Hugging Face, ... -> official names
   const Arch arch = detect_arch(*archive);
   switch (arch) {
     case Arch::V4: return load_rwkv4(std::move(archive));
