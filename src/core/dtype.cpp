@@ -1,5 +1,7 @@
 #include "core/dtype.h"
 
+#include "core/quant.h"
+
 namespace rwkv {
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
@@ -18,6 +20,9 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
       return;
     }
+    default:
+      dequantize_row(t, src, dst, int64_t(n));
+      return;
   }
 }
 

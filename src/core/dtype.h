@@ -1,24 +1,44 @@
 // Element types of stored tensors and scalar conversions between them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
 
 namespace rwkv {
 
-enum class DType : uint8_t { F32, F16, BF16 };
+// Float types, then ggml's block-quantized types (layouts in core/quant.h).
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 };
 
-constexpr size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+// One row per type: elements per block (1 for float types) and bytes per block.
+struct DTypeTraits {
+  std::string_view name;
+  int64_t block_size;
+  int64_t block_bytes;
+};
 
-constexpr std::string_view dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F16: return "f16";
-    case DType::BF16: return "bf16";
-  }
-  return "?";
+inline constexpr DTypeTraits kDTypeTraits[] = {
+    {"f32", 1, 4},     {"f16", 1, 2},     {"bf16", 1, 2},    {"q8_0", 32, 34},
+    {"q4_0", 32, 18},  {"q4_1", 32, 20},  {"q5_0", 32, 22},  {"q5_1", 32, 24},
+};
+inline constexpr int kDTypeCount = int(sizeof(kDTypeTraits) / sizeof(kDTypeTraits[0]));
+
+static_assert(kDTypeCount == int(DType::Q5_1) + 1, "one row per DType, in enum order");
+
+constexpr const DTypeTraits& dtype_traits(DType t) { return kDTypeTraits[size_t(t)]; }
+constexpr bool is_quantized(DType t) { return dtype_traits(t).block_size > 1; }
+
+// Bytes per element of a float type; 0 for quantized types, which have no
+// whole per-element size (use dtype_bytes).
+constexpr size_t dtype_size(DType t) { return is_quantized(t) ? 0 : size_t(dtype_traits(t).block_bytes); }
+
+// Bytes of n elements; n must be a multiple of the block size.
+constexpr size_t dtype_bytes(DType t, int64_t n) {
+  return size_t(n / dtype_traits(t).block_size) * size_t(dtype_traits(t).block_bytes);
 }
+
+constexpr std::string_view dtype_name(DType t) { return dtype_traits(t).name; }
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = uint32_t(h) << 16;
@@ -86,7 +106,8 @@ inline uint16_t f32_to_f16(float f) {
   return sign | uint16_t(result);
 }
 
-// Widens n elements of type t at src into dst.
+// Widens (or dequantizes) n elements of type t at src into dst; for a
+// quantized type n must be a multiple of its block size.
 void convert_to_f32(DType t, const void* src, float* dst, size_t n);
 
 }  // namespace rwkv

@@ -1,67 +1,474 @@
+// The SIMD part of this file is compiled once per instruction set by
+// Highway's foreach_target (which re-includes the file); the plain C++ part
+// (HWY_ONCE) dispatches to the best set the CPU has.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "core/kernels.cpp"
+#include <hwy/foreach_target.h>  // must come before highway.h
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/dtype.h"
 #include "core/kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace rwkv {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ---------------------------------------------------------------- float types
+// Each Kind reads weights of one storage type: Load widens N of them into a
+// float vector, Scalar one of them.
+
+struct KindF32 {
+  using T = float;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Load(DF df, const T* p) {
+    return hn::LoadU(df, p);
+  }
+  static HWY_INLINE float Scalar(T v) { return v; }
+};
+
+struct KindF16 {
+  using T = uint16_t;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Load(DF df, const T* p) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+  }
+  static HWY_INLINE float Scalar(T v) { return f16_to_f32(v); }
+};
+
+struct KindBF16 {
+  using T = uint16_t;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Load(DF df, const T* p) {
+    const hn::Rebind<hwy::bfloat16_t, DF> db;
+    return hn::PromoteTo(df, hn::LoadU(db, reinterpret_cast<const hwy::bfloat16_t*>(p)));
+  }
+  static HWY_INLINE float Scalar(T v) { return bf16_to_f32(v); }
+};
+
+// Rows [r0, r1) of Y[t, r] = W[r] . X[t] for t < n (Y row stride ldy).
+// Rows go in groups of four sharing each load of x; a group past r1 repeats
+// row r1 - 1 and drops the extra results. Every row is summed the same way
+// (two vector accumulators, one leftover vector, then a scalar tail) wherever
+// it falls, which is what makes results independent of the row split.
+template <class Kind>
+void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
+               int64_t ldy) {
+  using T = typename Kind::T;
+  const hn::ScalableTag<float> df;
+  const int64_t N = int64_t(hn::Lanes(df));
+  const T* w = static_cast<const T*>(wv);
+  for (int64_t g = r0; g < r1; g += 4) {
+    const T* w0 = w + g * cols;
+    const T* w1 = w + std::min(g + 1, r1 - 1) * cols;
+    const T* w2 = w + std::min(g + 2, r1 - 1) * cols;
+    const T* w3 = w + std::min(g + 3, r1 - 1) * cols;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * cols;
+      auto a0 = hn::Zero(df), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      int64_t c = 0;
+      for (; c + 2 * N <= cols; c += 2 * N) {
+        const auto xa = hn::LoadU(df, xt + c), xb = hn::LoadU(df, xt + c + N);
+        a0 = hn::MulAdd(Kind::Load(df, w0 + c), xa, a0);
+        a1 = hn::MulAdd(Kind::Load(df, w1 + c), xa, a1);
+        a2 = hn::MulAdd(Kind::Load(df, w2 + c), xa, a2);
+        a3 = hn::MulAdd(Kind::Load(df, w3 + c), xa, a3);
+        b0 = hn::MulAdd(Kind::Load(df, w0 + c + N), xb, b0);
+        b1 = hn::MulAdd(Kind::Load(df, w1 + c + N), xb, b1);
+        b2 = hn::MulAdd(Kind::Load(df, w2 + c + N), xb, b2);
+        b3 = hn::MulAdd(Kind::Load(df, w3 + c + N), xb, b3);
+      }
+      if (c + N <= cols) {
+        const auto xa = hn::LoadU(df, xt + c);
+        a0 = hn::MulAdd(Kind::Load(df, w0 + c), xa, a0);
+        a1 = hn::MulAdd(Kind::Load(df, w1 + c), xa, a1);
+        a2 = hn::MulAdd(Kind::Load(df, w2 + c), xa, a2);
+        a3 = hn::MulAdd(Kind::Load(df, w3 + c), xa, a3);
+        c += N;
+      }
+      float s0 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a0, b0)));
+      float s1 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a1, b1)));
+      float s2 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a2, b2)));
+      float s3 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a3, b3)));
+      for (; c < cols; ++c) {
+        const float xc = xt[c];
+        s0 += Kind::Scalar(w0[c]) * xc;
+        s1 += Kind::Scalar(w1[c]) * xc;
+        s2 += Kind::Scalar(w2[c]) * xc;
+        s3 += Kind::Scalar(w3[c]) * xc;
+      }
+      float* yt = y + t * ldy;
+      yt[g] = s0;
+      if (g + 1 < r1) yt[g + 1] = s1;
+      if (g + 2 < r1) yt[g + 2] = s2;
+      if (g + 3 < r1) yt[g + 3] = s3;
+    }
+  }
+}
+
+template <class Kind>
+void FloatDecode(const void* wv, int64_t n, float* out) {
+  using T = typename Kind::T;
+  const hn::ScalableTag<float> df;
+  const int64_t N = int64_t(hn::Lanes(df));
+  const T* w = static_cast<const T*>(wv);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(Kind::Load(df, w + i), df, out + i);
+  for (; i < n; ++i) out[i] = Kind::Scalar(w[i]);
+}
+
+// ------------------------------------------------------------ quantized types
+// Each block type provides Values(df, block, j): the block's integers minus
+// their offset, as floats, for elements [j, j + N); N divides 16. The weights
+// are d * Values (+ m for the affine types).
+
+template <class DF>
+HWY_INLINE hn::Vec<DF> BroadcastHalf(DF df, const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  const hn::Rebind<uint16_t, DF> du16;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  return hn::PromoteTo(df, hn::BitCast(dh, hn::Set(du16, bits)));
+}
+
+// The 4 low bits of element j: low nibbles for j < 16, high ones above.
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> Nibbles(DF, const uint8_t* qs, size_t j) {
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint8_t, DF> du8;
+  const auto q = hn::PromoteTo(di, hn::LoadU(du8, qs + (j & 15)));
+  return j < 16 ? hn::And(q, hn::Set(di, 15)) : hn::ShiftRight<4>(q);
+}
+
+// Bit 4 of elements [j, j + N), from the 32-bit mask qh.
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> HighBits(DF, const uint8_t* qh_bytes, size_t j) {
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  const auto bits = hn::And(hn::Set(du, qh) >> hn::Iota(du, uint32_t(j)), hn::Set(du, 1u));
+  return hn::BitCast(di, hn::ShiftLeft<4>(bits));
+}
+
+struct BlockQ8_0 {
+  static constexpr DType kType = DType::Q8_0;
+  static constexpr bool kAffine = false;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+    const hn::RebindToSigned<DF> di;
+    const hn::Rebind<int8_t, DF> di8;
+    return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(di8, reinterpret_cast<const int8_t*>(b + 2) + j)));
+  }
+};
+
+struct BlockQ4_0 {
+  static constexpr DType kType = DType::Q4_0;
+  static constexpr bool kAffine = false;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+    const hn::RebindToSigned<DF> di;
+    return hn::ConvertTo(df, hn::Sub(Nibbles(df, b + 2, j), hn::Set(di, 8)));
+  }
+};
+
+struct BlockQ4_1 {
+  static constexpr DType kType = DType::Q4_1;
+  static constexpr bool kAffine = true;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+    return hn::ConvertTo(df, Nibbles(df, b + 4, j));
+  }
+};
+
+struct BlockQ5_0 {
+  static constexpr DType kType = DType::Q5_0;
+  static constexpr bool kAffine = false;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+    const hn::RebindToSigned<DF> di;
+    return hn::ConvertTo(df, hn::Sub(hn::Or(Nibbles(df, b + 6, j), HighBits(df, b + 2, j)), hn::Set(di, 16)));
+  }
+};
+
+struct BlockQ5_1 {
+  static constexpr DType kType = DType::Q5_1;
+  static constexpr bool kAffine = true;
+  template <class DF>
+  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+    return hn::ConvertTo(df, hn::Or(Nibbles(df, b + 8, j), HighBits(df, b + 4, j)));
+  }
+};
+
+// acc + d * (Values . x[0, 32)) for one block.
+template <class Block, class DF>
+HWY_INLINE hn::Vec<DF> BlockDot(DF df, const uint8_t* b, const float* xb, hn::Vec<DF> acc) {
+  const size_t N = hn::Lanes(df);
+  auto dot = hn::Mul(Block::Values(df, b, 0), hn::LoadU(df, xb));
+  for (size_t j = N; j < 32; j += N) dot = hn::MulAdd(Block::Values(df, b, j), hn::LoadU(df, xb + j), dot);
+  return hn::MulAdd(BroadcastHalf(df, b), dot, acc);
+}
+
+// As FloatRows, for a quantized type: per block, the four rows' dot products
+// with x are scaled by their d; the affine types add m * sum(x over the
+// block), with the block sums of each row of X precomputed in xsum[n, cols / 32].
+template <class Block>
+void QuantRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, const float* xsum, int64_t n,
+               float* y, int64_t ldy) {
+  const hn::CappedTag<float, 16> df;
+  const int64_t nb = cols / 32;
+  constexpr int64_t kBytes = dtype_traits(Block::kType).block_bytes;
+  const int64_t row_bytes = nb * kBytes;
+  const uint8_t* w = static_cast<const uint8_t*>(wv);
+  for (int64_t g = r0; g < r1; g += 4) {
+    const uint8_t* w0 = w + g * row_bytes;
+    const uint8_t* w1 = w + std::min(g + 1, r1 - 1) * row_bytes;
+    const uint8_t* w2 = w + std::min(g + 2, r1 - 1) * row_bytes;
+    const uint8_t* w3 = w + std::min(g + 3, r1 - 1) * row_bytes;
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * cols;
+      auto a0 = hn::Zero(df), a1 = a0, a2 = a0, a3 = a0;
+      auto m0 = a0, m1 = a0, m2 = a0, m3 = a0;  // affine types: sum of m * block sum of x
+      for (int64_t k = 0; k < nb; ++k) {
+        const float* xb = xt + 32 * k;
+        const int64_t o = k * kBytes;
+        a0 = BlockDot<Block>(df, w0 + o, xb, a0);
+        a1 = BlockDot<Block>(df, w1 + o, xb, a1);
+        a2 = BlockDot<Block>(df, w2 + o, xb, a2);
+        a3 = BlockDot<Block>(df, w3 + o, xb, a3);
+        if constexpr (Block::kAffine) {
+          const auto s = hn::Set(df, xsum[t * nb + k]);
+          m0 = hn::MulAdd(BroadcastHalf(df, w0 + o + 2), s, m0);
+          m1 = hn::MulAdd(BroadcastHalf(df, w1 + o + 2), s, m1);
+          m2 = hn::MulAdd(BroadcastHalf(df, w2 + o + 2), s, m2);
+          m3 = hn::MulAdd(BroadcastHalf(df, w3 + o + 2), s, m3);
+        }
+      }
+      float* yt = y + t * ldy;
+      yt[g] = hn::GetLane(hn::SumOfLanes(df, a0)) + hn::GetLane(m0);
+      if (g + 1 < r1) yt[g + 1] = hn::GetLane(hn::SumOfLanes(df, a1)) + hn::GetLane(m1);
+      if (g + 2 < r1) yt[g + 2] = hn::GetLane(hn::SumOfLanes(df, a2)) + hn::GetLane(m2);
+      if (g + 3 < r1) yt[g + 3] = hn::GetLane(hn::SumOfLanes(df, a3)) + hn::GetLane(m3);
+    }
+  }
+}
+
+// Decodes n weights (whole blocks), exactly as dequantize_row does: d * q
+// (+ m), each a separately rounded float operation.
+template <class Block>
+void QuantDecode(const void* wv, int64_t n, float* out) {
+  const hn::CappedTag<float, 16> df;
+  const size_t N = hn::Lanes(df);
+  constexpr int64_t kBytes = dtype_traits(Block::kType).block_bytes;
+  const uint8_t* b = static_cast<const uint8_t*>(wv);
+  for (int64_t i = 0; i < n; i += 32, b += kBytes) {
+    const auto d = BroadcastHalf(df, b);
+    const auto m = Block::kAffine ? BroadcastHalf(df, b + 2) : hn::Zero(df);
+    for (size_t j = 0; j < 32; j += N) {
+      auto v = hn::Mul(Block::Values(df, b, j), d);
+      if constexpr (Block::kAffine) v = hn::Add(v, m);
+      hn::StoreU(v, df, out + i + int64_t(j));
+    }
+  }
+}
+
+// ------------------------------------------------- per-type entry points
+// One signature for all types so the dispatcher can pick from a table;
+// xsum is used by the affine quantized types only.
+
+#define RWKV_FLOAT_ENTRY(NAME, KIND)                                                                              \
+  void Rows##NAME(const void* w, int64_t cols, int64_t r0, int64_t r1, const float* x, const float*, int64_t n, \
+                  float* y, int64_t ldy) {                                                                      \
+    FloatRows<KIND>(w, cols, r0, r1, x, n, y, ldy);                                                             \
+  }                                                                                                             \
+  void Decode##NAME(const void* w, int64_t n, float* out) { FloatDecode<KIND>(w, n, out); }
+
+#define RWKV_QUANT_ENTRY(NAME, BLOCK)                                                                              \
+  void Rows##NAME(const void* w, int64_t cols, int64_t r0, int64_t r1, const float* x, const float* xsum,         \
+                  int64_t n, float* y, int64_t ldy) {                                                            \
+    QuantRows<BLOCK>(w, cols, r0, r1, x, xsum, n, y, ldy);                                                       \
+  }                                                                                                              \
+  void Decode##NAME(const void* w, int64_t n, float* out) { QuantDecode<BLOCK>(w, n, out); }
+
+RWKV_FLOAT_ENTRY(F32, KindF32)
+RWKV_FLOAT_ENTRY(F16, KindF16)
+RWKV_FLOAT_ENTRY(BF16, KindBF16)
+RWKV_QUANT_ENTRY(Q8_0, BlockQ8_0)
+RWKV_QUANT_ENTRY(Q4_0, BlockQ4_0)
+RWKV_QUANT_ENTRY(Q4_1, BlockQ4_1)
+RWKV_QUANT_ENTRY(Q5_0, BlockQ5_0)
+RWKV_QUANT_ENTRY(Q5_1, BlockQ5_1)
+
+#undef RWKV_FLOAT_ENTRY
+#undef RWKV_QUANT_ENTRY
+
+}  // namespace HWY_NAMESPACE
+}  // namespace rwkv
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 
 #include <cblas.h>
 
-#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
+#include "core/thread_pool.h"
+
 namespace rwkv {
+
+HWY_EXPORT(RowsF32);
+HWY_EXPORT(RowsF16);
+HWY_EXPORT(RowsBF16);
+HWY_EXPORT(RowsQ8_0);
+HWY_EXPORT(RowsQ4_0);
+HWY_EXPORT(RowsQ4_1);
+HWY_EXPORT(RowsQ5_0);
+HWY_EXPORT(RowsQ5_1);
+HWY_EXPORT(DecodeF32);
+HWY_EXPORT(DecodeF16);
+HWY_EXPORT(DecodeBF16);
+HWY_EXPORT(DecodeQ8_0);
+HWY_EXPORT(DecodeQ4_0);
+HWY_EXPORT(DecodeQ4_1);
+HWY_EXPORT(DecodeQ5_0);
+HWY_EXPORT(DecodeQ5_1);
+
 namespace {
 
-template <typename Widen>
-void matvec_widening(const uint16_t* w, int64_t rows, int64_t cols, const float* x, float* y, Widen widen) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* row = w + r * cols;
-    float acc = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) acc += widen(row[c]) * x[c];
-    y[r] = acc;
+void rows(const MatRef& w, int64_t r0, int64_t r1, const float* x, const float* xsum, int64_t n, float* y) {
+  const int64_t ldy = w.rows;
+  switch (w.dtype) {
+    case DType::F32: return HWY_DYNAMIC_DISPATCH(RowsF32)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::F16: return HWY_DYNAMIC_DISPATCH(RowsF16)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::BF16: return HWY_DYNAMIC_DISPATCH(RowsBF16)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q8_0: return HWY_DYNAMIC_DISPATCH(RowsQ8_0)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q4_0: return HWY_DYNAMIC_DISPATCH(RowsQ4_0)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(RowsQ4_1)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(RowsQ5_0)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(RowsQ5_1)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
   }
+}
+
+// Decodes rows [r0, r1) of W into out[(r1 - r0) * cols].
+void decode_rows(const MatRef& w, int64_t r0, int64_t r1, float* out) {
+  const auto* src = static_cast<const char*>(w.data) + size_t(r0) * w.row_bytes();
+  const int64_t n = (r1 - r0) * w.cols;
+  switch (w.dtype) {
+    case DType::F32: return HWY_DYNAMIC_DISPATCH(DecodeF32)(src, n, out);
+    case DType::F16: return HWY_DYNAMIC_DISPATCH(DecodeF16)(src, n, out);
+    case DType::BF16: return HWY_DYNAMIC_DISPATCH(DecodeBF16)(src, n, out);
+    case DType::Q8_0: return HWY_DYNAMIC_DISPATCH(DecodeQ8_0)(src, n, out);
+    case DType::Q4_0: return HWY_DYNAMIC_DISPATCH(DecodeQ4_0)(src, n, out);
+    case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(DecodeQ4_1)(src, n, out);
+    case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(DecodeQ5_0)(src, n, out);
+    case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(DecodeQ5_1)(src, n, out);
+  }
+}
+
+void check(const MatRef& w) {
+  const int64_t block = dtype_traits(w.dtype).block_size;
+  if (w.rows < 0 || w.cols < 0 || w.cols % block != 0)
+    fail("matrix of {} with shape [{}, {}]: columns must be a multiple of the block size {}", dtype_name(w.dtype),
+         w.rows, w.cols, block);
+}
+
+// Rows per parallel chunk for the vector kernels: enough bytes that the
+// hand-off costs little next to the work, in whole groups of four.
+int64_t min_rows_per_chunk(const MatRef& w) {
+  const int64_t r = int64_t(32768 / std::max<size_t>(1, w.row_bytes()));
+  return std::max<int64_t>(4, (r + 3) / 4 * 4);
+}
+
+void matmul_small(const MatRef& w, const float* x, int64_t n, float* y) {
+  std::vector<float> xsum;
+  if (w.dtype == DType::Q4_1 || w.dtype == DType::Q5_1) {
+    const int64_t nb = w.cols / 32;
+    xsum.resize(size_t(n * nb));
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t k = 0; k < nb; ++k) {
+        float s = 0.0f;
+        for (int64_t j = 0; j < 32; ++j) s += x[t * w.cols + k * 32 + j];
+        xsum[size_t(t * nb + k)] = s;
+      }
+  }
+  const float* xs = xsum.empty() ? nullptr : xsum.data();
+  ThreadPool& pool = thread_pool();
+  const int64_t parts = int64_t(pool.size()) * 4;
+  const int64_t chunk = std::max(min_rows_per_chunk(w), ((w.rows + parts - 1) / parts + 3) / 4 * 4);
+  pool.parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) { rows(w, r0, r1, x, xs, n, y); });
+}
+
+// Rows of W per SGEMM call: about 512 KiB of decoded floats, a multiple of
+// 16. It depends on the shape only, never on the thread count, so that every
+// output is computed by the same call shape for any number of threads.
+int64_t gemm_chunk_rows(int64_t cols) {
+  const int64_t r = (int64_t(1) << 17) / std::max<int64_t>(1, cols);
+  return std::max<int64_t>(16, r / 16 * 16);
+}
+
+void matmul_gemm(const MatRef& w, const float* x, int64_t n, float* y) {
+  const int64_t cols = w.cols;
+  thread_pool().parallel_for(w.rows, gemm_chunk_rows(cols), [&](int64_t r0, int64_t r1) {
+    const float* wf;
+    thread_local std::vector<float> decoded;
+    if (w.dtype == DType::F32) {
+      wf = static_cast<const float*>(w.data) + r0 * cols;
+    } else {
+      decoded.resize(size_t((r1 - r0) * cols));
+      decode_rows(w, r0, r1, decoded.data());
+      wf = decoded.data();
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f, x, int(cols), wf,
+                int(cols), 0.0f, y + r0, int(w.rows));
+  });
 }
 
 }  // namespace
 
 void mat_row(const MatRef& w, int64_t row, float* out) {
-  const size_t elem = dtype_size(w.dtype);
-  convert_to_f32(w.dtype, static_cast<const char*>(w.data) + size_t(row) * size_t(w.cols) * elem, out, size_t(w.cols));
+  check(w);
+  decode_rows(w, row, row + 1, out);
 }
 
-void matvec(const MatRef& w, const float* x, float* y) {
-  switch (w.dtype) {
-    case DType::F32:
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(w.rows), int(w.cols), 1.0f, static_cast<const float*>(w.data),
-                  int(w.cols), x, 1, 0.0f, y, 1);
-      return;
-    case DType::F16:
-      matvec_widening(static_cast<const uint16_t*>(w.data), w.rows, w.cols, x, y, f16_to_f32);
-      return;
-    case DType::BF16:
-      matvec_widening(static_cast<const uint16_t*>(w.data), w.rows, w.cols, x, y, bf16_to_f32);
-      return;
-  }
-}
+void matvec(const MatRef& w, const float* x, float* y) { matmul(w, x, 1, y); }
 
 void matmul(const MatRef& w, const float* x, int64_t n, float* y) {
-  if (n == 1) {
-    matvec(w, x, y);
+  check(w);
+  if (n <= 0 || w.rows == 0) return;
+  if (w.cols == 0) {
+    std::fill(y, y + n * w.rows, 0.0f);
     return;
   }
-  if (w.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(w.rows), int(w.cols), 1.0f, x, int(w.cols),
-                static_cast<const float*>(w.data), int(w.cols), 0.0f, y, int(w.rows));
-    return;
-  }
-  // Half-precision weights: widen a block of rows at a time so the scratch stays
-  // cache-sized, then multiply that block of outputs with SGEMM.
-  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(w.rows, (1 << 18) / std::max<int64_t>(1, w.cols)));
-  std::vector<float> widened(size_t(block * w.cols));
-  for (int64_t r0 = 0; r0 < w.rows; r0 += block) {
-    const int64_t nr = std::min(block, w.rows - r0);
-    for (int64_t r = 0; r < nr; ++r) mat_row(w, r0 + r, widened.data() + r * w.cols);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(w.cols), 1.0f, x, int(w.cols),
-                widened.data(), int(w.cols), 0.0f, y + r0, int(w.rows));
+  if (n < kGemmMinRows) {
+    matmul_small(w, x, n, y);
+  } else {
+    matmul_gemm(w, x, n, y);
   }
 }
+
+namespace reference {
+
+void matmul(const MatRef& w, const float* x, int64_t n, float* y) {
+  check(w);
+  std::vector<float> row(size_t(w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    convert_to_f32(w.dtype, static_cast<const char*>(w.data) + size_t(r) * w.row_bytes(), row.data(),
+                   size_t(w.cols));
+    for (int64_t t = 0; t < n; ++t) {
+      double acc = 0.0;
+      for (int64_t c = 0; c < w.cols; ++c) acc += double(row[size_t(c)]) * double(x[t * w.cols + c]);
+      y[t * w.rows + r] = float(acc);
+    }
+  }
+}
+
+}  // namespace reference
 
 void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps, float* y) {
   float mean = 0.0f;
@@ -86,3 +493,5 @@ void group_norm(const float* x, const float* weight, const float* bias, int64_t 
 }
 
 }  // namespace rwkv
+
+#endif  // HWY_ONCE

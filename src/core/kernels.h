@@ -1,6 +1,13 @@
-// Reference float32 kernels used by the model code. Weights may be stored as
-// f32, f16 or bf16 and are widened on the fly; arithmetic is float32.
-// Shapes are stated per function; all buffers are contiguous row-major.
+// Float32 kernels used by the model code. Weights may be stored as f32, f16,
+// bf16 or a ggml block-quantized type (core/quant.h) and are decoded on the
+// fly; arithmetic is float32. Shapes are stated per function; all buffers are
+// contiguous row-major.
+//
+// Matrix products use SIMD code compiled for several instruction sets and
+// chosen at run time (Highway), spread over the thread pool (core/
+// thread_pool.h) by output rows. Each output is computed by one thread in a
+// fixed order, so results are identical for every thread count (on a given
+// instruction set; different instruction sets sum in different orders).
 #pragma once
 
 #include <cstddef>
@@ -11,11 +18,16 @@
 namespace rwkv {
 
 // A weight matrix W of shape [rows, cols] (rows = outputs, cols = inputs).
+// For a quantized dtype, cols is a multiple of the block size and each row is
+// cols / block_size whole blocks.
 struct MatRef {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
+
+  size_t row_bytes() const { return dtype_bytes(dtype, cols); }
+  size_t bytes() const { return size_t(rows) * row_bytes(); }
 };
 
 // y[rows] = W[rows, cols] . x[cols]
@@ -24,7 +36,7 @@ void matvec(const MatRef& w, const float* x, float* y);
 // Y[n, rows] = X[n, cols] . W^T   (each of the n rows of X through W)
 void matmul(const MatRef& w, const float* x, int64_t n, float* y);
 
-// Copies row `row` of W, widened, into out[cols].
+// Copies row `row` of W, decoded to float32, into out[cols].
 void mat_row(const MatRef& w, int64_t row, float* out);
 
 // y[n] = (x - mean) / sqrt(var + eps) * weight + bias, over one vector of length n.
@@ -35,5 +47,16 @@ void group_norm(const float* x, const float* weight, const float* bias, int64_t 
                 float* y);
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
+
+// Plain scalar versions of the matrix kernels, the yardstick the fast ones
+// are tested against: rows decoded with convert_to_f32, sums in double.
+namespace reference {
+void matmul(const MatRef& w, const float* x, int64_t n, float* y);
+}  // namespace reference
+
+// Below this many input rows matmul runs the matvec kernel once per row of X
+// (weights stay in cache between them); from it on, blocks of W are decoded
+// and multiplied with SGEMM. Exposed for tests and benchmarks.
+inline constexpr int64_t kGemmMinRows = 4;
 
 }  // namespace rwkv

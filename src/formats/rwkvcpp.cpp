@@ -7,21 +7,27 @@
 namespace rwkv {
 namespace {
 
-// rwkv.cpp's data type codes (docs/FILE_FORMAT.md).
+// rwkv.cpp's data type codes (docs/FILE_FORMAT.md) and the DType each loads
+// as; Q4_1_O, Q4_2 and Q4_3 were removed from rwkv.cpp and are refused.
+struct TypeCode {
+  const char* name;
+  bool supported;
+  DType dtype;
+};
+
+const TypeCode* type_code(uint32_t t) {
+  static const TypeCode codes[] = {
+      {"FP32", true, DType::F32},     {"FP16", true, DType::F16},     {"Q4_0", true, DType::Q4_0},
+      {"Q4_1", true, DType::Q4_1},    {"Q4_1_O", false, DType::F32},  {"Q4_2", false, DType::F32},
+      {"Q4_3", false, DType::F32},    {"Q5_0", true, DType::Q5_0},    {"Q5_1", true, DType::Q5_1},
+      {"Q8_0", true, DType::Q8_0},
+  };
+  return t < sizeof(codes) / sizeof(codes[0]) ? &codes[t] : nullptr;
+}
+
 const char* type_name(uint32_t t) {
-  switch (t) {
-    case 0: return "FP32";
-    case 1: return "FP16";
-    case 2: return "Q4_0";
-    case 3: return "Q4_1";
-    case 4: return "Q4_1_O";
-    case 5: return "Q4_2";
-    case 6: return "Q4_3";
-    case 7: return "Q5_0";
-    case 8: return "Q5_1";
-    case 9: return "Q8_0";
-    default: return nullptr;
-  }
+  const TypeCode* c = type_code(t);
+  return c == nullptr ? nullptr : c->name;
 }
 
 class Cursor {
@@ -97,12 +103,24 @@ TensorArchive read_rwkvcpp(const std::string& path) {
     const auto* key_bytes = in.take(key_length, "tensor name");
     std::string name(reinterpret_cast<const char*>(key_bytes), key_length);
 
-    const char* tname = type_name(type);
-    if (tname == nullptr) fail("{}: tensor '{}' has unknown data type {}", path, name, type);
-    if (type > 1)
-      fail("{}: tensor '{}' is quantized ({}); quantized rwkv.cpp files are not supported yet", path, name, tname);
-    const DType dtype = type == 0 ? DType::F32 : DType::F16;
-
+    const TypeCode* code = type_code(type);
+    if (code == nullptr) fail("{}: tensor '{}' has unknown data type {}", path, name, type);
+    if (!code->supported)
+      fail("{}: tensor '{}' is in the {} format, which rwkv.cpp removed; re-quantize the model from FP32 or FP16",
+           path, name, code->name);
+    const DType dtype = code->dtype;
+    if (is_quantized(dtype)) {
+      // Quantized blocks before version 101 had other layouts (ggml changed
+      // them in 2023); rwkv.cpp refuses those files too.
+      if (version != 101)
+        fail("{}: tensor '{}' is quantized ({}) in a version {} file, whose block layout is obsolete; re-quantize "
+             "the model with a current rwkv.cpp or `rwkv quantize`",
+             path, name, code->name, version);
+      // Only matrices are ever quantized, each row a whole number of blocks.
+      if (n_dims != 2 || dims[0] % dtype_traits(dtype).block_size != 0)
+        fail("{}: quantized tensor '{}' ({}) must be a matrix whose rows are a multiple of {} elements", path, name,
+             code->name, dtype_traits(dtype).block_size);
+    }
     TensorInfo info;
     info.name = name;
     info.dtype = dtype;
@@ -111,13 +129,17 @@ TensorArchive read_rwkvcpp(const std::string& path) {
       const int64_t d = dims[n_dims - 1 - i];  // stored innermost first
       if (d <= 0 || d > (int64_t(1) << 32)) fail("{}: tensor '{}' has an invalid dimension {}", path, name, d);
       info.shape.push_back(d);
-      numel *= uint64_t(d);
-      if (numel > file->size()) fail("{}: tensor '{}' claims more elements than the file holds", path, name);
+      // A block of block_size elements takes at least one byte, which bounds
+      // the count before in.take checks the exact size.
+      if (__builtin_mul_overflow(numel, uint64_t(d), &numel) ||
+          numel > uint64_t(file->size()) * uint64_t(dtype_traits(dtype).block_size))
+        fail("{}: tensor '{}' claims more elements than the file holds", path, name);
     }
-    info.nbytes = size_t(numel) * dtype_size(dtype);
+    info.nbytes = dtype_bytes(dtype, int64_t(numel));
     const size_t data_offset = in.offset();
     const std::byte* data = in.take(info.nbytes, "tensor data");
-    if (data_offset % dtype_size(dtype) == 0) {
+    // Quantized blocks are read bytewise by the kernels and need no alignment.
+    if (is_quantized(dtype) || data_offset % dtype_size(dtype) == 0) {
       info.data = data;
     } else {  // unaligned in the file: copy once so kernels see aligned elements
       std::byte* copy = archive.own(info.nbytes);

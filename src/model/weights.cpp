@@ -58,6 +58,10 @@ MatRef WeightReader::matrix_transposed(std::string_view name, int64_t rows, int6
   const TensorInfo& t = get(name);
   if (t.shape.size() != 2 || t.shape[0] != cols || t.shape[1] != rows)
     fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), cols, rows);
+  // Quantized blocks run along the stored rows and cannot be transposed.
+  if (is_quantized(t.dtype))
+    fail("{}: tensor '{}' is quantized ({}) but stored transposed; only [out, in] matrices can be quantized",
+         archive_->path, name, dtype_name(t.dtype));
   const size_t elem = dtype_size(t.dtype);
   std::vector<std::byte>& out = storage_.matrices.emplace_back(size_t(rows * cols) * elem);
   for (int64_t r = 0; r < rows; ++r)

@@ -222,10 +222,28 @@ TEST(CliErrors, HostileOrBrokenPthFilesAreRefused) {
                        "missing 'blocks.0.ln1.weight'", out, dir, 0);
 }
 
-TEST(CliErrors, QuantizedRwkvCppFilesAreRefusedUntilSupported) {
+TEST(Cli, QuantizedRwkvCppFilesLoadButObsoleteOnesAreRefused) {
   TempDir dir;
-  const auto r = run_cli("logits -m " + test::tiny_model("7v0-834K", "Q5_1") + " --tokens 1 -o " + (dir / "o.npy"));
-  expect_clean_failure(r, "quantized (Q5_1)", dir / "o.npy", dir, 0);
+  const std::string q51 = test::tiny_model("7v0-834K", "Q5_1");
+  const auto ok = run_cli("logits -m " + q51 + " --tokens 1 -o " + (dir / "o.npy"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "o.npy"));
+  std::filesystem::remove(dir / "o.npy");
+
+  auto bytes = test::read_bytes(q51);
+  bytes[4] = 100;  // version 100: quantized before ggml changed its block layouts
+  test::write_bytes(dir / "v100.bin", bytes);
+  expect_clean_failure(run_cli("logits -m " + (dir / "v100.bin") + " --tokens 1 -o " + (dir / "o.npy")), "obsolete",
+                       dir / "o.npy", dir, 1);
+  std::filesystem::remove(dir / "v100.bin");
+
+  bytes = test::read_bytes(kTinyFp32);  // a tensor in Q4_2, a type rwkv.cpp removed
+  const Record& rec = find_record(records(bytes), "blocks.0.att.key.weight");
+  const int32_t q4_2 = 5;
+  std::memcpy(&bytes[rec.type_at], &q4_2, 4);
+  test::write_bytes(dir / "q4_2.bin", bytes);
+  expect_clean_failure(run_cli("logits -m " + (dir / "q4_2.bin") + " --tokens 1 -o " + (dir / "o.npy")),
+                       "Q4_2 format, which rwkv.cpp removed", dir / "o.npy", dir, 1);
 }
 
 TEST(CliErrors, DamagedOrForeignStateFilesAreRefused) {

@@ -1,0 +1,28 @@
+// What the processor offers and which SIMD code the kernels run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rwkv {
+
+struct SimdTarget {
+  int64_t id = 0;    // Highway's target bit
+  std::string name;  // e.g. "AVX3" (AVX-512), "AVX2", "SSE4", "EMU128" (portable fallback)
+};
+
+// The instruction sets compiled into this binary that this CPU can run, best first.
+std::vector<SimdTarget> simd_targets();
+
+// The instruction set the kernels dispatch to now.
+SimdTarget current_simd_target();
+
+// Makes the kernels use `id` (one of simd_targets()), or the best again for
+// id 0. For tests and benchmarks; not to be called while kernels run.
+void set_simd_target(int64_t id);
+
+// One line describing the CPU: model name, hardware threads, SIMD target.
+std::string cpu_summary();
+
+}  // namespace rwkv

@@ -1,0 +1,273 @@
+// The SIMD matrix kernels against the scalar reference, on every instruction
+// set this CPU runs, for every weight type, odd shapes, unaligned data and 1
+// to 4 threads; bit-identical results across thread counts; the thread pool.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/kernels.h"
+#include "core/quant.h"
+#include "core/thread_pool.h"
+
+namespace rwkv {
+namespace {
+
+constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
+                               DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+
+// Restores the default SIMD target and thread count after a test.
+class KernelTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    set_simd_target(0);
+    set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
+  }
+};
+
+// A [rows, cols] matrix of type t holding random weights, stored `offset`
+// bytes into its buffer so that the kernels see unaligned rows.
+struct TestMatrix {
+  std::vector<uint8_t> buffer;
+  MatRef ref;
+};
+
+TestMatrix random_matrix(DType t, int64_t rows, int64_t cols, size_t offset, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(size_t(rows * cols));
+  for (float& v : w) v = normal(rng);
+  TestMatrix m;
+  const size_t row_bytes = dtype_bytes(t, cols);
+  m.buffer.assign(offset + size_t(rows) * row_bytes + 64, 0);
+  uint8_t* data = m.buffer.data() + offset;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = w.data() + r * cols;
+    uint8_t* dst = data + size_t(r) * row_bytes;
+    for (int64_t c = 0; c < cols; ++c) {
+      if (t == DType::F32) std::memcpy(dst + 4 * c, src + c, 4);
+      if (t == DType::F16 || t == DType::BF16) {
+        const uint16_t h = t == DType::F16 ? f32_to_f16(src[c]) : f32_to_bf16(src[c]);
+        std::memcpy(dst + 2 * c, &h, 2);
+      }
+    }
+    if (is_quantized(t)) quantize_row(t, src, dst, cols);
+  }
+  m.ref = MatRef{t, rows, cols, data};
+  return m;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// Bound on |fast - exact| for one output: float32 sums of cols products,
+// each rounded (2^-24 relative) with the running sum, cannot drift further
+// than cols * 2^-23 * sum |w x|. Typical errors are ~100x smaller; a wrong
+// element, block or row shows as an error of order sum |w x| itself.
+std::vector<float> error_bounds(const MatRef& w, const float* x, int64_t n) {
+  std::vector<float> row(size_t(w.cols));
+  std::vector<float> bound(size_t(n * w.rows));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    convert_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes(), row.data(),
+                   size_t(w.cols));
+    for (int64_t t = 0; t < n; ++t) {
+      double s = 0;
+      for (int64_t c = 0; c < w.cols; ++c) s += std::fabs(double(row[size_t(c)]) * x[t * w.cols + c]);
+      bound[size_t(t * w.rows + r)] = float(s * double(w.cols + 2) * std::ldexp(1.0, -23)) + FLT_MIN;
+    }
+  }
+  return bound;
+}
+
+void expect_matches_reference(const MatRef& w, const float* x, int64_t n, const std::string& what) {
+  std::vector<float> fast(size_t(n * w.rows), NAN), exact(size_t(n * w.rows), NAN);
+  matmul(w, x, n, fast.data());
+  reference::matmul(w, x, n, exact.data());
+  const auto bound = error_bounds(w, x, n);
+  int bad = 0;
+  for (size_t i = 0; i < fast.size() && bad < 5; ++i) {
+    if (!(std::fabs(fast[i] - exact[i]) <= bound[i])) {
+      ADD_FAILURE() << what << ": output " << i << " (token " << i / size_t(w.rows) << ", row " << i % size_t(w.rows)
+                    << ") is " << fast[i] << ", reference " << exact[i] << ", bound " << bound[i];
+      ++bad;
+    }
+  }
+}
+
+TEST_F(KernelTest, EveryTargetTypeAndShapeMatchesTheScalarReference) {
+  const auto targets = simd_targets();
+  ASSERT_FALSE(targets.empty());
+  std::cout << "[ targets  ]";
+  for (const SimdTarget& t : targets) std::cout << " " << t.name;
+  std::cout << "\n";
+  const int64_t float_cols[] = {1, 3, 8, 15, 16, 17, 31, 33, 64, 100, 257};
+  const int64_t quant_cols[] = {32, 64, 96, 160, 320};
+  const int64_t row_counts[] = {1, 2, 3, 4, 5, 7, 9, 70};
+  const int64_t token_counts[] = {1, 2, 3, kGemmMinRows, kGemmMinRows + 3};
+  uint32_t seed = 1;
+  for (const SimdTarget& target : targets) {
+    set_simd_target(target.id);
+    ASSERT_EQ(current_simd_target().id, target.id);
+    for (DType t : kAllTypes) {
+      const auto all_cols = is_quantized(t) ? std::span<const int64_t>(quant_cols) : std::span<const int64_t>(float_cols);
+      for (int64_t cols : all_cols) {
+        for (int64_t rows : row_counts) {
+          // Unaligned: weights 1 element (or 1 byte) and x 1 float past alignment.
+          const size_t offset = is_quantized(t) ? 1 : dtype_size(t);
+          const TestMatrix m = random_matrix(t, rows, cols, offset, ++seed);
+          for (int64_t n : token_counts) {
+            const auto x = random_vector(size_t(n * cols + 1), ++seed);
+            for (int threads : {1, 3}) {
+              set_num_threads(threads);
+              expect_matches_reference(m.ref, x.data() + 1, n,
+                                       target.name + " " + std::string(dtype_name(t)) + " [" + std::to_string(rows) +
+                                           ", " + std::to_string(cols) + "] n=" + std::to_string(n) +
+                                           " threads=" + std::to_string(threads));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelTest, ResultsAreBitIdenticalForEveryThreadCount) {
+  // Large enough for several chunks per thread in both the vector kernels and
+  // the SGEMM path, with a ragged last chunk.
+  for (DType t : kAllTypes) {
+    const TestMatrix m = random_matrix(t, 1003, 320, 0, 7);
+    for (int64_t n : {int64_t(1), int64_t(2), kGemmMinRows + 5}) {
+      const auto x = random_vector(size_t(n * 320), 8);
+      std::vector<float> first;
+      for (int threads = 1; threads <= 4; ++threads) {
+        set_num_threads(threads);
+        std::vector<float> y(size_t(n * 1003));
+        matmul(m.ref, x.data(), n, y.data());
+        if (threads == 1) {
+          first = y;
+          continue;
+        }
+        EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0)
+            << dtype_name(t) << " n=" << n << ": " << threads << " threads differ from 1";
+      }
+    }
+  }
+}
+
+TEST_F(KernelTest, MatRowDecodesExactlyOnEveryTarget) {
+  for (const SimdTarget& target : simd_targets()) {
+    set_simd_target(target.id);
+    for (DType t : kAllTypes) {
+      const TestMatrix m = random_matrix(t, 3, 96, 1, 11);
+      std::vector<float> fast(96), exact(96);
+      for (int64_t r = 0; r < 3; ++r) {
+        mat_row(m.ref, r, fast.data());
+        convert_to_f32(t, static_cast<const uint8_t*>(m.ref.data) + size_t(r) * m.ref.row_bytes(), exact.data(), 96);
+        EXPECT_EQ(std::memcmp(fast.data(), exact.data(), sizeof(float) * 96), 0)
+            << target.name << " " << dtype_name(t) << " row " << r;
+      }
+    }
+  }
+}
+
+TEST_F(KernelTest, VectorAndMatrixCallsAgree) {
+  // matvec is matmul with one row; matmul above kGemmMinRows takes the SGEMM
+  // path, whose rows must equal separate products up to summation order.
+  for (DType t : kAllTypes) {
+    const TestMatrix m = random_matrix(t, 40, 96, 0, 21);
+    const int64_t n = kGemmMinRows + 2;
+    const auto x = random_vector(size_t(n * 96), 22);
+    std::vector<float> batched(size_t(n * 40)), single(40);
+    matmul(m.ref, x.data(), n, batched.data());
+    const auto bound = error_bounds(m.ref, x.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      matvec(m.ref, x.data() + i * 96, single.data());
+      for (int64_t r = 0; r < 40; ++r)
+        EXPECT_NEAR(single[size_t(r)], batched[size_t(i * 40 + r)], 2 * bound[size_t(i * 40 + r)])
+            << dtype_name(t) << " token " << i << " row " << r;
+    }
+  }
+}
+
+TEST_F(KernelTest, QuantizedMatricesNeedWholeBlocks) {
+  std::vector<uint8_t> data(1024);
+  std::vector<float> x(40), y(2);
+  EXPECT_THROW(matvec(MatRef{DType::Q4_0, 2, 40, data.data()}, x.data(), y.data()), Error);
+}
+
+// ------------------------------------------------------------------ thread pool
+
+TEST_F(KernelTest, ParallelForRunsEveryIndexOnce) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    for (int64_t n : {0, 1, 7, 64, 1001}) {
+      for (int64_t chunk : {1, 3, 64, 2000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        pool.parallel_for(n, chunk, [&](int64_t b, int64_t e) {
+          EXPECT_LE(e - b, chunk);
+          EXPECT_EQ(b % chunk, 0);
+          for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+        });
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << n << " " << chunk << " " << i;
+      }
+    }
+  }
+}
+
+TEST_F(KernelTest, ThreadPoolSurvivesManyShortJobs) {
+  // Decoding issues hundreds of short jobs per token; interleave them with
+  // pauses long enough for the workers to go to sleep and be woken.
+  ThreadPool pool(4);
+  std::atomic<int64_t> total{0};
+  for (int round = 0; round < 2000; ++round) {
+    pool.parallel_for(16, 1, [&](int64_t b, int64_t e) { total += e - b; });
+    if (round % 500 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(total.load(), 2000 * 16);
+}
+
+TEST_F(KernelTest, NestedAndConcurrentCallsRunSerially) {
+  ThreadPool pool(3);
+  std::atomic<int64_t> inner{0};
+  pool.parallel_for(8, 1, [&](int64_t, int64_t) {
+    pool.parallel_for(10, 2, [&](int64_t b, int64_t e) { inner += e - b; });
+  });
+  EXPECT_EQ(inner.load(), 80);
+
+  std::atomic<int64_t> sum{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c)
+    callers.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) pool.parallel_for(100, 7, [&](int64_t b, int64_t e) { sum += e - b; });
+    });
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(sum.load(), 3 * 200 * 100);
+}
+
+TEST_F(KernelTest, ThreadCountIsProcessWide) {
+  set_num_threads(3);
+  EXPECT_EQ(num_threads(), 3);
+  EXPECT_EQ(thread_pool().size(), 3);
+  set_num_threads(1);
+  EXPECT_EQ(num_threads(), 1);
+  EXPECT_THROW(set_num_threads(0), Error);
+  EXPECT_EQ(num_threads(), 1);
+}
+
+}  // namespace
+}  // namespace rwkv
