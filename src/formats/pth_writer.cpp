@@ -85,7 +85,7 @@ const char* storage_name(DType t) {
 
 // An OrderedDict of _rebuild_tensor_v2(storage, 0, shape, contiguous stride,
 // False, OrderedDict()), tensor i stored under key "i": what torch.save writes.
-std::vector<uint8_t> state_dict_pickle(std::span<const TensorInfo> tensors) {
+std::vector<uint8_t> state_dict_pickle(std::span<const TensorInfo> tensors, std::optional<DType> dtype) {
   PickleWriter p;
   p.op(0x80);  // PROTO 2
   p.op(2);
@@ -100,7 +100,7 @@ std::vector<uint8_t> state_dict_pickle(std::span<const TensorInfo> tensors) {
     p.op('(');  // arguments
     p.op('(');  // persistent id
     p.string("storage");
-    p.global("torch", storage_name(t.dtype));
+    p.global("torch", storage_name(dtype.value_or(t.dtype)));
     p.string(std::to_string(i));
     p.string("cpu");
     p.integer(t.numel());
@@ -131,7 +131,6 @@ std::vector<uint8_t> state_dict_pickle(std::span<const TensorInfo> tensors) {
 
 struct Record {
   std::string name;
-  const std::byte* data;
   uint64_t size;
   uint64_t offset = 0;  // of the local header
   uint32_t crc = 0;
@@ -142,11 +141,11 @@ class ZipWriter {
  public:
   ZipWriter(AtomicFile& file, bool force_zip64) : file_(file), force64_(force_zip64) {}
 
-  // Writes one STORED record with its data 64-byte aligned; `on_chunk`
-  // sees each piece as it is written.
+  // Writes one STORED record of `size` bytes with its data 64-byte aligned;
+  // `produce(sink)` must pass exactly those bytes to sink, in pieces.
   template <typename F>
-  void add(std::string name, const std::byte* data, uint64_t size, F on_chunk) {
-    Record r{std::move(name), data, size};
+  void add(std::string name, uint64_t size, F produce) {
+    Record r{std::move(name), size};
     r.offset = pos_;
     r.zip64 = force64_ || size >= kMax32;
     std::vector<uint8_t> h;
@@ -178,13 +177,13 @@ class ZipWriter {
     write(h.data(), h.size());
 
     uLong crc = crc32(0L, Z_NULL, 0);
-    for (uint64_t done = 0; done < size;) {
-      const size_t n = size_t(std::min<uint64_t>(size - done, kChunk));
-      crc = crc32(crc, reinterpret_cast<const Bytef*>(data + done), uInt(n));
-      write(data + done, n);
-      done += n;
-      on_chunk(n);
-    }
+    uint64_t written = 0;
+    produce([&](const std::byte* p, size_t n) {
+      crc = crc32(crc, reinterpret_cast<const Bytef*>(p), uInt(n));  // n <= kChunk < 4 GiB
+      write(p, n);
+      written += n;
+    });
+    if (written != size) fail("internal error: record '{}' produced {} of {} bytes", r.name, written, size);
     r.crc = uint32_t(crc);
 
     std::vector<uint8_t> d;
@@ -278,6 +277,37 @@ class ZipWriter {
   std::vector<Record> records_;
 };
 
+}  // namespace
+
+void convert_in_pieces(const TensorInfo& t, DType to, const std::function<void(const std::byte*, size_t)>& sink) {
+  if (to == t.dtype) {
+    for (size_t at = 0; at < t.nbytes; at += kChunk) sink(t.data + at, std::min(kChunk, t.nbytes - at));
+    return;
+  }
+  const size_t out_size = dtype_size(to), in_size = dtype_size(t.dtype);
+  if (out_size == 0 || in_size == 0)
+    fail("cannot convert tensor '{}' from {} to {}", t.name, dtype_name(t.dtype), dtype_name(to));
+  const size_t per_piece = kChunk / 4;  // elements: the widened floats fill one piece
+  const size_t n = t.nbytes / in_size;
+  std::vector<float> wide(std::min(n, per_piece));
+  std::vector<std::byte> narrow(wide.size() * out_size);
+  for (size_t at = 0; at < n; at += per_piece) {
+    const size_t k = std::min(per_piece, n - at);
+    convert_to_f32(t.dtype, t.data + at * in_size, wide.data(), k);
+    if (to == DType::F32) {
+      std::memcpy(narrow.data(), wide.data(), 4 * k);
+    } else {
+      for (size_t i = 0; i < k; ++i) {
+        const uint16_t h = to == DType::F16 ? f32_to_f16(wide[i]) : f32_to_bf16(wide[i]);
+        std::memcpy(narrow.data() + 2 * i, &h, 2);
+      }
+    }
+    sink(narrow.data(), k * out_size);
+  }
+}
+
+namespace {
+
 std::string default_archive_name(const std::string& path) {
   std::string name;
   for (char ch : std::filesystem::path(path).stem().string())
@@ -290,7 +320,6 @@ std::string default_archive_name(const std::string& path) {
 
 void write_pth(const std::string& path, std::span<const TensorInfo> tensors, const PthWriteOptions& options) {
   std::set<std::string_view> names;
-  size_t total = 0;
   for (const TensorInfo& t : tensors) {
     if (!names.insert(t.name).second) fail("{}: duplicate tensor name '{}'", path, t.name);
     if (storage_name(t.dtype) == nullptr)
@@ -304,30 +333,41 @@ void write_pth(const std::string& path, std::span<const TensorInfo> tensors, con
       fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes,
            uint64_t(numel) * dtype_size(t.dtype));
     if (t.nbytes != 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path, t.name);
-    total += t.nbytes;
   }
   const std::string folder = options.archive_name.empty() ? default_archive_name(path) : options.archive_name;
   for (char ch : folder)
     if (ch == '/' || ch == '\0') fail("archive name '{}' may not contain '/'", folder);
 
+  if (options.dtype && storage_name(*options.dtype) == nullptr)
+    fail("{}: cannot store tensors as {}", path, dtype_name(*options.dtype));
+  size_t out_total = 0;
+  for (const TensorInfo& t : tensors) out_total += size_t(t.numel()) * dtype_size(options.dtype.value_or(t.dtype));
+
   AtomicFile file(path);
   ZipWriter zip(file, options.force_zip64);
+  auto bytes = [](const void* p, size_t n) {
+    return [p, n](const auto& sink) {
+      if (n != 0) sink(static_cast<const std::byte*>(p), n);
+    };
+  };
+  const std::vector<uint8_t> pickle = state_dict_pickle(tensors, options.dtype);
+  zip.add(folder + "/data.pkl", pickle.size(), bytes(pickle.data(), pickle.size()));
+  zip.add(folder + "/byteorder", 6, bytes("little", 6));
   size_t done = 0;
-  auto nothing = [](size_t) {};
-  const std::vector<uint8_t> pickle = state_dict_pickle(tensors);
-  zip.add(folder + "/data.pkl", reinterpret_cast<const std::byte*>(pickle.data()), pickle.size(), nothing);
-  static constexpr char kByteOrder[] = "little";
-  zip.add(folder + "/byteorder", reinterpret_cast<const std::byte*>(kByteOrder), 6, nothing);
   for (size_t i = 0; i < tensors.size(); ++i) {
-    zip.add(folder + "/data/" + std::to_string(i), tensors[i].data, tensors[i].nbytes, [&](size_t n) {
-      done += n;
-      if (options.progress) options.progress(done, total);
+    const TensorInfo& t = tensors[i];
+    const DType to = options.dtype.value_or(t.dtype);
+    zip.add(folder + "/data/" + std::to_string(i), size_t(t.numel()) * dtype_size(to), [&](const auto& sink) {
+      convert_in_pieces(t, to, [&](const std::byte* p, size_t n) {
+        sink(p, n);
+        done += n;
+        if (options.progress) options.progress(done, out_total);
+      });
     });
-    if (options.progress && tensors[i].nbytes == 0) options.progress(done, total);
+    if (options.progress && t.nbytes == 0) options.progress(done, out_total);
   }
   // torch writes the format version as "3\n" and reads it as an integer.
-  static constexpr char kVersion[] = "3\n";
-  zip.add(folder + "/version", reinterpret_cast<const std::byte*>(kVersion), 2, nothing);
+  zip.add(folder + "/version", 2, bytes("3\n", 2));
   zip.finish();
   file.commit();
 }

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -22,6 +23,9 @@ struct PthWriteOptions {
   std::string archive_name;
   // Writes ZIP64 records even for small files, so tests can exercise them.
   bool force_zip64 = false;
+  // Stores every tensor as this type (converted piece by piece while writing,
+  // round-to-nearest-even); unset: each keeps its own.
+  std::optional<DType> dtype;
   // Called after each tensor with bytes of tensor data written so far and in all.
   std::function<void(size_t done, size_t total)> progress;
 };
@@ -30,5 +34,10 @@ struct PthWriteOptions {
 // numel * dtype_size contiguous row-major bytes) to `path` atomically: the
 // file appears complete or not at all.
 void write_pth(const std::string& path, std::span<const TensorInfo> tensors, const PthWriteOptions& options = {});
+
+// Passes the bytes of `t` converted to `to` to `sink` in pieces of at most
+// 64 MiB (the bytes themselves when `to` is t.dtype), so that writers convert
+// without holding a converted copy of a whole model. f32, f16 and bf16 only.
+void convert_in_pieces(const TensorInfo& t, DType to, const std::function<void(const std::byte*, size_t)>& sink);
 
 }  // namespace rwkv

@@ -10,6 +10,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "formats/pth_writer.h"
 
 namespace rwkv {
 namespace {
@@ -19,7 +20,6 @@ using Json = nlohmann::ordered_json;
 // The safetensors library refuses headers over 100 MB; so do we, before reading one.
 constexpr uint64_t kMaxHeader = 100'000'000;
 constexpr size_t kAlign = 64;
-constexpr size_t kChunk = size_t(64) << 20;
 
 const char* st_dtype_name(DType t) {
   switch (t) {
@@ -178,20 +178,24 @@ void write_safetensors(const std::string& path, std::span<const TensorInfo> tens
       fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes,
            uint64_t(numel) * dtype_size(t.dtype));
     if (t.nbytes != 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path, t.name);
-    total += t.nbytes;
   }
+  if (options.dtype && st_dtype_name(*options.dtype) == nullptr)
+    fail("{}: cannot store tensors as {}", path, dtype_name(*options.dtype));
+  auto out_dtype = [&](const TensorInfo& t) { return options.dtype.value_or(t.dtype); };
+  auto out_bytes = [&](const TensorInfo& t) { return size_t(t.numel()) * dtype_size(out_dtype(t)); };
+  for (const TensorInfo& t : tensors) total += out_bytes(t);
 
   // Widest elements first: each tensor then starts at a multiple of its size.
   std::vector<size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), size_t(0));
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return dtype_size(tensors[a].dtype) > dtype_size(tensors[b].dtype);
+    return dtype_size(out_dtype(tensors[a])) > dtype_size(out_dtype(tensors[b]));
   });
   std::vector<uint64_t> begin(tensors.size());
   uint64_t offset = 0;
   for (size_t i : order) {
     begin[i] = offset;
-    offset += tensors[i].nbytes;
+    offset += out_bytes(tensors[i]);
   }
 
   std::string text;
@@ -200,9 +204,9 @@ void write_safetensors(const std::string& path, std::span<const TensorInfo> tens
     if (!options.metadata.empty()) header["__metadata__"] = options.metadata;
     for (size_t i = 0; i < tensors.size(); ++i) {
       const TensorInfo& t = tensors[i];
-      header[t.name] = {{"dtype", st_dtype_name(t.dtype)},
+      header[t.name] = {{"dtype", st_dtype_name(out_dtype(t))},
                         {"shape", t.shape},
-                        {"data_offsets", {begin[i], begin[i] + t.nbytes}}};
+                        {"data_offsets", {begin[i], begin[i] + out_bytes(t)}}};
     }
     text = header.dump();
   } catch (const nlohmann::json::exception& e) {
@@ -217,14 +221,11 @@ void write_safetensors(const std::string& path, std::span<const TensorInfo> tens
   file.write(text.data(), text.size());
   size_t done = 0;
   for (size_t i : order) {
-    const TensorInfo& t = tensors[i];
-    for (size_t at = 0; at < t.nbytes;) {
-      const size_t n = std::min(t.nbytes - at, kChunk);
-      file.write(t.data + at, n);
-      at += n;
+    convert_in_pieces(tensors[i], out_dtype(tensors[i]), [&](const std::byte* p, size_t n) {
+      file.write(p, n);
       done += n;
       if (options.progress) options.progress(done, total);
-    }
+    });
   }
   if (options.progress && total == 0) options.progress(0, 0);
   file.commit();

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -26,6 +27,8 @@ TensorArchive read_safetensors(const std::string& path);
 
 struct SafetensorsWriteOptions {
   std::map<std::string, std::string> metadata;  // written as "__metadata__"
+  // Stores every tensor as this type (converted while writing); unset: each keeps its own.
+  std::optional<DType> dtype;
   // Called as tensor data is written, with bytes done so far and in all.
   std::function<void(size_t done, size_t total)> progress;
 };

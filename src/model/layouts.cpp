@@ -19,6 +19,9 @@ namespace {
 
 using Shape = std::vector<int64_t>;
 
+// Metadata key marking an archive this file made: it has the official layout.
+constexpr const char* kMappedFrom = "rwkv.layout_mapped_from";
+
 std::string shape_text(const Shape& s) {
   std::string t = "[";
   for (size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
@@ -39,12 +42,13 @@ class Mapper {
  public:
   Mapper(std::shared_ptr<const TensorArchive> src, Layout layout)
       : src_(std::move(src)), layout_(layout), out_(std::make_shared<TensorArchive>()) {
-    out_->format = src_->format;
+    // An undone rwkv.cpp file must not be read as rwkv.cpp's layout again.
+    out_->format = layout == Layout::RwkvCpp ? "official" : src_->format;
     out_->path = src_->path;
     out_->metadata = src_->metadata;
     out_->string_lists = src_->string_lists;
     out_->number_lists = src_->number_lists;
-    out_->metadata["layout"] = std::string(layout_name(layout));
+    out_->metadata[kMappedFrom] = std::string(layout_name(layout));
     out_->keep_alive(src_);
   }
 
@@ -550,6 +554,7 @@ std::string_view layout_name(Layout layout) {
 }
 
 Layout detect_layout(const TensorArchive& a) {
+  if (a.metadata.count(kMappedFrom)) return Layout::Official;
   if (a.format == "rwkv.cpp") return Layout::RwkvCpp;
   if (a.format == "gguf") {
     auto it = a.metadata.find("general.architecture");

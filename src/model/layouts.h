@@ -38,7 +38,8 @@ Layout detect_layout(const TensorArchive& archive);
 // (and rwkv.cpp ones unless `undo_rwkvcpp`) are returned as they are; others
 // become a new archive whose tensors view the source's data where the bytes
 // are unchanged and own a transformed copy where they are not. Metadata is
-// carried over, plus "layout" = layout_name(). Unknown or missing tensors of
+// carried over, plus "rwkv.layout_mapped_from" = layout_name() (which makes
+// detect_layout call the result official). Unknown or missing tensors of
 // a recognised layout are errors naming them.
 std::shared_ptr<const TensorArchive> to_official_layout(std::shared_ptr<const TensorArchive> archive,
                                                         bool undo_rwkvcpp = false);

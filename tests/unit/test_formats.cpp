@@ -18,6 +18,7 @@
 #include "formats/open.h"
 #include "formats/pth.h"
 #include "formats/pth_writer.h"
+#include "formats/safetensors.h"
 #include "test_util.h"
 
 #include <zlib.h>
@@ -98,21 +99,7 @@ uint32_t crc_of(const std::byte* p, size_t n) {
 // torch.load's view of files: per file, a line with the container's type, then
 // one line per tensor, "name dtype shape crc32". `dir` holds the script. One
 // Python run for all files, as importing torch takes seconds.
-std::string torch_listing(const TempDir& dir, const std::vector<std::string>& paths) {
-  const std::string script =
-      "import sys, zlib\n"
-      "try:\n"
-      "    import torch\n"
-      "except ImportError:\n"
-      "    print('no torch')\n"
-      "    sys.exit(0)\n"
-      "iv = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}\n"
-      "for path in sys.argv[1:]:\n"
-      "    sd = torch.load(path, map_location='cpu')\n"
-      "    print(type(sd).__name__)\n"
-      "    for k, v in sd.items():\n"
-      "        b = zlib.crc32(v.contiguous().reshape(-1).view(iv[v.dtype]).numpy().tobytes())\n"
-      "        print(k, str(v.dtype).replace('torch.', ''), list(v.shape), b)\n";
+std::string python_output(const TempDir& dir, const std::string& script, const std::vector<std::string>& paths) {
   test::write_bytes(dir / "list.py", std::vector<char>(script.begin(), script.end()));
   std::string cmd = "/usr/bin/python3 " + (dir / "list.py");
   for (const std::string& p : paths) cmd += " '" + p + "'";
@@ -125,6 +112,40 @@ std::string torch_listing(const TempDir& dir, const std::vector<std::string>& pa
   while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
   ::pclose(pipe);
   return out;
+}
+
+std::string torch_listing(const TempDir& dir, const std::vector<std::string>& paths) {
+  return python_output(dir,
+                       "import sys, zlib\n"
+                       "try:\n"
+                       "    import torch\n"
+                       "except ImportError:\n"
+                       "    print('no torch')\n"
+                       "    sys.exit(0)\n"
+                       "iv = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}\n"
+                       "for path in sys.argv[1:]:\n"
+                       "    sd = torch.load(path, map_location='cpu')\n"
+                       "    print(type(sd).__name__)\n"
+                       "    for k, v in sd.items():\n"
+                       "        b = zlib.crc32(v.contiguous().reshape(-1).view(iv[v.dtype]).numpy().tobytes())\n"
+                       "        print(k, str(v.dtype).replace('torch.', ''), list(v.shape), b)\n",
+                       paths);
+}
+
+// The same listing from a few lines of Python that follow the safetensors
+// specification (no library), with "format" from __metadata__ first.
+std::string safetensors_listing(const TempDir& dir, const std::string& path) {
+  return python_output(dir,
+                       "import sys, json, struct, zlib\n"
+                       "b = open(sys.argv[1], 'rb').read()\n"
+                       "n, = struct.unpack('<Q', b[:8])\n"
+                       "h = json.loads(b[8:8 + n])\n"
+                       "print(h.pop('__metadata__')['format'])\n"
+                       "names = {'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16'}\n"
+                       "for k, v in h.items():\n"
+                       "    s, e = v['data_offsets']\n"
+                       "    print(k, names[v['dtype']], v['shape'], zlib.crc32(b[8 + n + s:8 + n + e]))\n",
+                       {path});
 }
 
 std::string expected_listing(std::span<const TensorInfo> tensors) {
@@ -197,6 +218,130 @@ TEST(PthWriter, RefusesBadInputAndLeavesNoFile) {
   u.infos[0].shape[0] = -1;
   expect_error([&] { write_pth(dir / "shape.pth", u.infos); }, "shape");
   expect_error([&] { write_pth(dir / "no-such-dir/x.pth", s.infos); }, "no-such-dir");
+  EXPECT_EQ(dir.file_count(), 0u);
+}
+
+// ---- safetensors ---------------------------------------------------------------------
+
+TEST(Safetensors, RoundTripsBitExactAlignedAndInPlace) {
+  TempDir dir;
+  const OwnedTensors s = sample_tensors();
+  SafetensorsWriteOptions options;
+  options.metadata = {{"format", "pt"}, {"note", "ünï"}};
+  size_t last = 0;
+  options.progress = [&](size_t done, size_t) { last = done; };
+  write_safetensors(dir / "m.safetensors", s.infos, options);
+  const TensorArchive a = read_safetensors(dir / "m.safetensors");
+  EXPECT_EQ(a.format, "safetensors");
+  expect_same_tensors(a, s.infos);  // header order = the order given
+  EXPECT_EQ(a.metadata.at("format"), "pt");
+  EXPECT_EQ(a.metadata.at("note"), "ünï");
+  // Read in place: every tensor lies within one file-sized span of memory
+  // (copies would be separate allocations), aligned to its element size.
+  const std::byte* lowest = nullptr;
+  size_t total = 0;
+  for (const TensorInfo& t : a.tensors()) {
+    total += t.nbytes;
+    if (t.nbytes != 0 && (lowest == nullptr || t.data < lowest)) lowest = t.data;
+  }
+  const size_t file_size = std::filesystem::file_size(dir / "m.safetensors");
+  for (const TensorInfo& t : a.tensors()) {
+    if (t.nbytes == 0) continue;
+    EXPECT_LE(size_t(t.data - lowest) + t.nbytes, file_size) << t.name << " is not read in place";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % dtype_size(t.dtype), 0u) << t.name;
+  }
+  EXPECT_EQ(last, total);
+  EXPECT_EQ(open_tensor_archive(dir / "m.safetensors")->format, "safetensors");
+}
+
+TEST(Safetensors, PlainPythonReadsOurFile) {
+  if (!std::filesystem::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3";
+  TempDir dir;
+  const OwnedTensors s = sample_tensors();
+  SafetensorsWriteOptions options;
+  options.metadata = {{"format", "pt"}};
+  write_safetensors(dir / "m.safetensors", s.infos, options);
+  std::string expected = expected_listing(s.infos);
+  expected.replace(0, expected.find('\n'), "pt");
+  EXPECT_EQ(safetensors_listing(dir, dir / "m.safetensors"), expected);
+}
+
+TEST(Safetensors, ReadsTheFixtureScriptsFile) {
+  // Written by tests/reference/fixtures_formats.py with its own writer, from
+  // the same weights as the .pth beside it.
+  const TensorArchive st = read_safetensors(test::fixture_path("formats/rand-v7-official.safetensors"));
+  const TensorArchive pth = read_pth(test::fixture_path("formats/rand-v7-official.pth"));
+  ASSERT_EQ(st.tensors().size(), pth.tensors().size());
+  for (const TensorInfo& t : pth.tensors()) {
+    const TensorInfo* u = st.find(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(u->shape, t.shape) << t.name;
+    EXPECT_EQ(u->dtype, t.dtype) << t.name;
+    ASSERT_EQ(u->nbytes, t.nbytes);
+    EXPECT_EQ(std::memcmp(u->data, t.data, t.nbytes), 0) << t.name;
+  }
+}
+
+std::vector<char> st_file(const std::string& header, size_t data_bytes, uint64_t claimed = ~uint64_t(0)) {
+  std::vector<char> b(8);
+  const uint64_t n = claimed == ~uint64_t(0) ? header.size() : claimed;
+  std::memcpy(b.data(), &n, 8);
+  b.insert(b.end(), header.begin(), header.end());
+  b.resize(b.size() + data_bytes, 1);
+  return b;
+}
+
+TEST(Safetensors, HostileFilesAreClearErrors) {
+  TempDir dir;
+  auto expect_bad = [&](const std::vector<char>& bytes, std::string_view word) {
+    test::write_bytes(dir / "bad.safetensors", bytes);
+    expect_error([&] { read_safetensors(dir / "bad.safetensors"); }, word);
+  };
+  const std::string a = R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]})";
+  const std::string b = R"("b":{"dtype":"F16","shape":[4],"data_offsets":[24,32]})";
+  const std::vector<char> good = st_file("{" + a + "," + b + "}", 32);
+  test::write_bytes(dir / "good.safetensors", good);
+  ASSERT_EQ(read_safetensors(dir / "good.safetensors").tensors().size(), 2u);
+
+  for (size_t cut = 0; cut < good.size(); ++cut) {
+    test::write_bytes(dir / "cut.safetensors", std::vector<char>(good.begin(), good.begin() + std::ptrdiff_t(cut)));
+    expect_error([&] { read_safetensors(dir / "cut.safetensors"); }, "truncated");
+  }
+  expect_bad(st_file("{" + a + "," + b + "}", 32, uint64_t(1) << 63), "header claims");
+  expect_bad(st_file("{" + a + "," + b + "}", 32, 5), "not valid JSON");
+  expect_bad(st_file("[1, 2]", 0), "not an object");
+  expect_bad(st_file("{" + a + "," + b + "," + a + "}", 32), "duplicate tensor 'a'");
+  expect_bad(st_file(R"({"a":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}})", 2), "dtype I8");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", 20), "needs 24 bytes");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[-2,3],"data_offsets":[0,24]}})", 24), "non-negative");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", 0),
+             "larger than the file");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,0]}})", 8),
+             "non-negative");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", 8), "outside");
+  expect_bad(st_file("{" + a + "," + R"("b":{"dtype":"F16","shape":[4],"data_offsets":[16,24]}})", 32), "overlap");
+  expect_bad(st_file("{" + a + "," + R"("b":{"dtype":"F16","shape":[4],"data_offsets":[28,36]}})", 36), "hole");
+  expect_bad(st_file("{" + a + "," + b + "}", 40), "belong to no tensor");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[2]}})", 8), "data_offsets");
+  expect_bad(st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8), "data_offsets");
+  expect_bad(st_file(R"({"__metadata__":{"k":1},)" + a + "}", 24), "not a string");
+  expect_bad(st_file(R"({"a":{"dtype":7,"shape":[2],"data_offsets":[0,8]}})", 8), "dtype");
+  // Not recognised as safetensors at all: open says so instead of guessing.
+  test::write_bytes(dir / "junk.bin", std::vector<char>{'\x10', 0, 0, 0, 0, 0, 0, 0, '[', ']', ' ', ' '});
+  expect_error([&] { open_tensor_archive(dir / "junk.bin"); }, "unrecognised");
+}
+
+TEST(Safetensors, WriterRefusesBadInputAndLeavesNoFile) {
+  TempDir dir;
+  OwnedTensors s = sample_tensors();
+  s.add("half", DType::F32, {1}, 11);
+  expect_error([&] { write_safetensors(dir / "dup.safetensors", s.infos); }, "duplicate");
+  OwnedTensors t;
+  t.add("__metadata__", DType::F32, {1}, 1);
+  expect_error([&] { write_safetensors(dir / "meta.safetensors", t.infos); }, "__metadata__");
+  OwnedTensors u;
+  u.add(std::string("bad\xff"), DType::F32, {1}, 1);
+  expect_error([&] { write_safetensors(dir / "utf8.safetensors", u.infos); }, "UTF-8");
   EXPECT_EQ(dir.file_count(), 0u);
 }
 

@@ -20,5 +20,6 @@ Runner add_chat(CLI::App& app);
 Runner add_ask(CLI::App& app);
 Runner add_init(CLI::App& app);
 Runner add_train(CLI::App& app);
+Runner add_convert(CLI::App& app);
 
 }  // namespace rwkv::cli
