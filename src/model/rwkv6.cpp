@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/kernels.h"
+#include "model/wkv_diagonal.h"
 #include "model/weights.h"
 
 namespace rwkv {
@@ -145,24 +146,9 @@ void Rwkv6::time_mix(const Layer& L, int64_t T, float* state, Rwkv6Workspace& ws
   // Per token and head, with S[i][j] (i: key, j: value):
   //   y_j = sum_i r_i (u_i k_i v_j + S[i][j]),   S[i][j] = w_i S[i][j] + k_i v_j
   float* y = ws.y.data();
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t o = t * C + h * N;
-      float* S = wkv + h * N * N;
-      const float *rt = r + o, *kt = k + o, *vt = v + o, *wt = w + o, *u = L.first + h * N;
-      float* yt = y + o;
-      std::fill(yt, yt + N, 0.0f);
-      for (int64_t i = 0; i < N; ++i) {
-        float* row = S + i * N;
-        const float ri = rt[i], ki = kt[i], ui = u[i], wi = wt[i];
-        for (int64_t j = 0; j < N; ++j) {
-          const float kv = ki * vt[j];
-          yt[j] += ri * (ui * kv + row[j]);
-          row[j] = wi * row[j] + kv;
-        }
-      }
-    }
-  }
+  for (int64_t h = 0; h < H; ++h)
+    wkv_diagonal(r + h * N, k + h * N, v + h * N, w + h * N, C, L.first + h * N, T, C, N, wkv + h * N * N,
+                 y + h * N);
 
   for (int64_t t = 0; t < T; ++t) {
     float* yt = y + t * C;
