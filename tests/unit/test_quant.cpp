@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <random>
 #include <vector>
@@ -396,6 +397,63 @@ TEST(QuantFiles, QuantizedKernelsEqualDecodedWeightsInsideTheModels) {
             << version << " " << type << (rnn ? " RNN" : " sequence");
       }
     }
+  }
+}
+
+// ------------------------------------------------------------ rwkv quantize
+
+TEST(QuantizeCommand, WritesRwkvCppsFilesByteForByteOnAnyThreadCount) {
+  test::TempDir dir;
+  for (const char* type : {"q5_0", "q5_1"}) {
+    const std::string theirs = test::tiny_model("7v0-834K", std::string(type) == "q5_0" ? "Q5_0" : "Q5_1");
+    for (const char* threads : {"1", "3"}) {
+      const std::string out = dir / (std::string(type) + ".bin");
+      const auto r = test::run_cli("quantize -m " + test::tiny_model("7v0-834K", "FP32") + " -o " + out + " --type " +
+                                   type + " --threads " + threads);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_NE(r.output.find("72 of 339 tensors quantized"), std::string::npos) << r.output;
+      EXPECT_EQ(test::read_bytes(out), test::read_bytes(theirs)) << type << " with " << threads << " threads";
+      std::filesystem::remove(out);
+    }
+  }
+  EXPECT_EQ(dir.file_count(), 0u);  // no temporary files left behind
+}
+
+TEST(QuantizeCommand, EveryTypeLoadsAndStaysWithinItsQuantizationError) {
+  test::TempDir dir;
+  const std::vector<int32_t> prompt = {'"', 'i', 'n'};
+  const std::string source = test::tiny_model("7v0-834K", "FP16");
+  const auto reference = logits_of(*load_model(test::tiny_model("7v0-834K", "FP32")), prompt, true);
+  for (const char* type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}) {
+    const std::string out = dir / (std::string(type) + ".bin");
+    const auto r = test::run_cli("quantize -m " + source + " -o " + out + " --type " + type);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto model = load_model(out);
+    EXPECT_EQ(dtype_name(model->config().dtype), type);
+    const double eps_w = weight_error_from_step(read_rwkvcpp(out));
+    // 8 bits: ~1/256 of each block's range; 4 bits: ~1/16.
+    EXPECT_LT(eps_w, std::string(type) == "q8_0" ? 0.006 : 0.1) << type;
+    expect_close(logits_of(*model, prompt, true), reference, eps_w, 12 * quantized_products_per_layer(Arch::V7),
+                 std::string("7v0-834K FP16 -> ") + type);
+  }
+}
+
+TEST(QuantizeCommand, BadInputIsRefusedWithoutOutput) {
+  test::TempDir dir;
+  const std::string out = dir / "out.bin";
+  struct Case {
+    std::string args, needle;
+  } cases[] = {
+      {"-m " + test::tiny_model("7v0-834K", "Q5_0") + " --type q4_0", "already q5_0"},
+      {"-m " + test::tiny_model("7v0-834K", "FP32") + " --type q3_k", "not one of"},
+      {"-m " + test::fixture_path("pth/f32.pth") + " --type q8_0", "convert_pytorch_to_ggml.py"},
+      {"-m " + (dir / "missing.bin") + " --type q8_0", "missing.bin"},
+  };
+  for (const auto& c : cases) {
+    const auto r = test::run_cli("quantize " + c.args + " -o " + out);
+    EXPECT_EQ(r.exit_code, 1) << c.args << ": " << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << ": " << r.output;
+    EXPECT_EQ(dir.file_count(), 0u) << c.args;
   }
 }
 

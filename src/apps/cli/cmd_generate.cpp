@@ -130,6 +130,7 @@ Runner add_generate(CLI::App& app) {
   cmd->add_option("-p,--prompt", o->prompt, "Prompt text (may be empty with --state-in)");
   cmd->add_option("-n,--n-tokens", o->n_tokens, "Tokens to generate")->capture_default_str();
   add_tokenizer_flag(*cmd, o->tokenizer);
+  add_threads_flag(*cmd);
   o->sampling.add_flags(*cmd);
   cmd->add_option("--state-in", o->state_in, "Continue from this state file (state, logits, penalties)");
   cmd->add_option("--state-out", o->state_out, "Save the session here after the last emitted token");

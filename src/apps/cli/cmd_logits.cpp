@@ -70,6 +70,7 @@ Runner add_logits(CLI::App& app) {
   auto* tokens = cmd->add_option("--tokens", o->tokens, "Comma-separated token ids, e.g. 1,2,3");
   auto* text = cmd->add_option("--text", o->text, "Text, tokenized with the model's tokenizer (see --tokenizer)");
   add_tokenizer_flag(*cmd, o->tokenizer);
+  add_threads_flag(*cmd);
   tokens->excludes(text);
   cmd->add_flag("--all-positions", o->all_positions, "Write [n_tokens, n_vocab] logits instead of the last position's");
   cmd->add_option("--chunk", o->chunk, "Tokens per forward call (1 = RNN mode; default: all at once)")

@@ -21,5 +21,6 @@ Runner add_ask(CLI::App& app);
 Runner add_init(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_convert(CLI::App& app);
+Runner add_quantize(CLI::App& app);
 
 }  // namespace rwkv::cli

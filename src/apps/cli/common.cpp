@@ -4,6 +4,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 namespace rwkv::cli {
 
@@ -63,6 +64,12 @@ void require_utf8(std::string_view text, const char* what) {
 
 void add_tokenizer_flag(CLI::App& cmd, std::string& spec) {
   cmd.add_option("--tokenizer", spec, "world, bytes, or a vocabulary file (default: chosen from the model)");
+}
+
+void add_threads_flag(CLI::App& cmd) {
+  cmd.add_option_function<int>("--threads", [](int n) { set_num_threads(n); },
+                               "Threads for the matrix kernels (default: all hardware threads)")
+      ->check(CLI::Range(1, 1024));
 }
 
 void SamplingFlags::add_flags(CLI::App& cmd) {

@@ -34,6 +34,10 @@ struct SamplingFlags {
 
 void add_tokenizer_flag(CLI::App& cmd, std::string& spec);
 
+// --threads N: the kernels' thread count for this run (core/thread_pool.h),
+// applied as soon as the flag is parsed; without it, every hardware thread.
+void add_threads_flag(CLI::App& cmd);
+
 // Fails naming `what` if `text` is not valid UTF-8.
 void require_utf8(std::string_view text, const char* what);
 

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_init);
   add(rwkv::cli::add_train);
   add(rwkv::cli::add_convert);
+  add(rwkv::cli::add_quantize);
 
   try {
     app.parse(argc, argv);
