@@ -237,6 +237,14 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
                  static_cast<long long>(step));
   };
 
+  if (step == 0) {  // the starting point of the validation curve
+    const double v = validate(model, corpus.val, o);
+    if (std::isfinite(v)) {
+      report.val.push_back({0, v});
+      std::fprintf(log, "step 0  validation loss %.4f\n", v);
+    }
+  }
+
   SigintGuard guard;
   const int64_t B = o.batch, T = o.ctx_len;
   std::vector<int32_t> inputs(size_t(B * T)), targets(size_t(B * T));
