@@ -284,16 +284,17 @@ void convert_in_pieces(const TensorInfo& t, DType to, const std::function<void(c
     for (size_t at = 0; at < t.nbytes; at += kChunk) sink(t.data + at, std::min(kChunk, t.nbytes - at));
     return;
   }
-  const size_t out_size = dtype_size(to), in_size = dtype_size(t.dtype);
-  if (out_size == 0 || in_size == 0)
-    fail("cannot convert tensor '{}' from {} to {}", t.name, dtype_name(t.dtype), dtype_name(to));
+  if (is_quantized(to)) fail("cannot convert tensor '{}' to {}", t.name, dtype_name(to));
+  // Pieces of whole quantization blocks (32 elements) when the source is quantized.
   const size_t per_piece = kChunk / 4;  // elements: the widened floats fill one piece
-  const size_t n = t.nbytes / in_size;
+  const size_t n = size_t(t.numel()), out_size = dtype_size(to);
+  if (dtype_bytes(t.dtype, int64_t(n)) != t.nbytes)
+    fail("tensor '{}' holds {} bytes, not {} elements of {}", t.name, t.nbytes, n, dtype_name(t.dtype));
   std::vector<float> wide(std::min(n, per_piece));
   std::vector<std::byte> narrow(wide.size() * out_size);
   for (size_t at = 0; at < n; at += per_piece) {
     const size_t k = std::min(per_piece, n - at);
-    convert_to_f32(t.dtype, t.data + at * in_size, wide.data(), k);
+    convert_to_f32(t.dtype, t.data + dtype_bytes(t.dtype, int64_t(at)), wide.data(), k);
     if (to == DType::F32) {
       std::memcpy(narrow.data(), wide.data(), 4 * k);
     } else {
@@ -322,24 +323,21 @@ void write_pth(const std::string& path, std::span<const TensorInfo> tensors, con
   std::set<std::string_view> names;
   for (const TensorInfo& t : tensors) {
     if (!names.insert(t.name).second) fail("{}: duplicate tensor name '{}'", path, t.name);
-    if (storage_name(t.dtype) == nullptr)
-      fail("{}: tensor '{}' is {}, which a .pth cannot hold (only f32, f16 and bf16)", path, t.name,
+    if (storage_name(options.dtype.value_or(t.dtype)) == nullptr)
+      fail("{}: tensor '{}' is {}, which a .pth cannot hold (only f32, f16 and bf16; see --dtype)", path, t.name,
            dtype_name(t.dtype));
     int64_t numel = 1;
     for (int64_t d : t.shape) {
       if (d < 0 || __builtin_mul_overflow(numel, d, &numel)) fail("{}: tensor '{}' has an invalid shape", path, t.name);
     }
-    if (uint64_t(numel) * dtype_size(t.dtype) != t.nbytes)
-      fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes,
-           uint64_t(numel) * dtype_size(t.dtype));
+    if (dtype_bytes(t.dtype, numel) != t.nbytes)
+      fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes, dtype_bytes(t.dtype, numel));
     if (t.nbytes != 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path, t.name);
   }
   const std::string folder = options.archive_name.empty() ? default_archive_name(path) : options.archive_name;
   for (char ch : folder)
     if (ch == '/' || ch == '\0') fail("archive name '{}' may not contain '/'", folder);
 
-  if (options.dtype && storage_name(*options.dtype) == nullptr)
-    fail("{}: cannot store tensors as {}", path, dtype_name(*options.dtype));
   size_t out_total = 0;
   for (const TensorInfo& t : tensors) out_total += size_t(t.numel()) * dtype_size(options.dtype.value_or(t.dtype));
 

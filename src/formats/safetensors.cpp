@@ -168,19 +168,16 @@ void write_safetensors(const std::string& path, std::span<const TensorInfo> tens
   for (const TensorInfo& t : tensors) {
     if (t.name == "__metadata__") fail("{}: a tensor may not be named '__metadata__'", path);
     if (!names.insert(t.name).second) fail("{}: duplicate tensor name '{}'", path, t.name);
-    if (st_dtype_name(t.dtype) == nullptr)
-      fail("{}: tensor '{}' is {}; safetensors files here hold only f32, f16 and bf16", path, t.name,
+    if (st_dtype_name(options.dtype.value_or(t.dtype)) == nullptr)
+      fail("{}: tensor '{}' is {}; safetensors files here hold only f32, f16 and bf16 (see --dtype)", path, t.name,
            dtype_name(t.dtype));
     int64_t numel = 1;
     for (int64_t d : t.shape)
       if (d < 0 || __builtin_mul_overflow(numel, d, &numel)) fail("{}: tensor '{}' has an invalid shape", path, t.name);
-    if (uint64_t(numel) * dtype_size(t.dtype) != t.nbytes)
-      fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes,
-           uint64_t(numel) * dtype_size(t.dtype));
+    if (dtype_bytes(t.dtype, numel) != t.nbytes)
+      fail("{}: tensor '{}' holds {} bytes, its shape needs {}", path, t.name, t.nbytes, dtype_bytes(t.dtype, numel));
     if (t.nbytes != 0 && t.data == nullptr) fail("{}: tensor '{}' has no data", path, t.name);
   }
-  if (options.dtype && st_dtype_name(*options.dtype) == nullptr)
-    fail("{}: cannot store tensors as {}", path, dtype_name(*options.dtype));
   auto out_dtype = [&](const TensorInfo& t) { return options.dtype.value_or(t.dtype); };
   auto out_bytes = [&](const TensorInfo& t) { return size_t(t.numel()) * dtype_size(out_dtype(t)); };
   for (const TensorInfo& t : tensors) total += out_bytes(t);

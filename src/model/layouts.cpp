@@ -490,7 +490,7 @@ std::shared_ptr<const TensorArchive> from_rwkvcpp(std::shared_ptr<const TensorAr
     } else if ((arch == Arch::V6 && n.ends_with("att.time_decay")) || mix) {
       m.view(n, t, vec);
     } else if (arch == Arch::V7 && n.ends_with(".att.x_rwkvag")) {
-      const std::string prefix = n.substr(0, n.size() - 7);
+      const std::string prefix = n.substr(0, n.size() - 8);  // "blocks.N.att."
       const char* mixes[6] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
       for (int i = 0; i < 6; ++i) m.view_part(prefix + mixes[i], t, i, 6, vec);
     } else if (arch == Arch::V7 && n.size() > 3 && n[n.size() - 3] == '.' &&

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,7 +19,11 @@
 #include "formats/open.h"
 #include "formats/pth.h"
 #include "formats/pth_writer.h"
+#include "formats/rwkvcpp.h"
 #include "formats/safetensors.h"
+#include "model/layouts.h"
+#include "model/loader.h"
+#include "runtime/tokenizer_world.h"
 #include "test_util.h"
 
 #include <zlib.h>
@@ -599,6 +604,382 @@ TEST(Gguf, HostileHeadersAreClearErrors) {
     expect_bad(make_gguf(spec), "unknown type 13");
   }
   EXPECT_EQ(dir.file_count(), 1u);  // nothing but the last bad file itself
+}
+
+// ---- layouts: the same weights from every layout give the same logits ----------------------
+
+// Logits at every position, fed `chunk` tokens at a time (1: RNN mode; the
+// whole length: sequence mode).
+std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
+  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
+  State state = model.new_state();
+  std::vector<float> out(size_t(T * V));
+  for (int64_t s = 0; s < T; s += chunk) {
+    const int64_t n = std::min(chunk, T - s);
+    model.forward(std::span<const int32_t>(tokens.data() + s, size_t(n)), state, Logits::All,
+                  std::span<float>(out).subspan(size_t(s * V)));
+  }
+  return out;
+}
+
+std::vector<int32_t> some_tokens(int64_t vocab, size_t n, uint32_t seed) {
+  std::vector<int32_t> t;
+  uint32_t x = seed;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    t.push_back(int32_t((x >> 8) % uint32_t(vocab)));
+  }
+  return t;
+}
+
+// Same weights, same arithmetic: the logits agree to float32 rounding. They
+// are in fact bit-identical (measured 0); the bound leaves room for a kernel
+// that sums in another order for another storage type (llama.cpp keeps some
+// LoRA matrices in F32 where the .pth has bf16), which moves logits of
+// std ~2 by ~1e-6, while any mapping mistake moves them by 1e-2 or more.
+constexpr float kSameWeights = 1e-5f;
+
+void expect_same_logits(const std::string& a_path, const std::string& b_path, size_t n_tokens = 24) {
+  SCOPED_TRACE(a_path + " vs " + b_path);
+  const auto a = load_model(a_path);
+  const auto b = load_model(b_path);
+  ASSERT_EQ(a->config().n_vocab, b->config().n_vocab);
+  EXPECT_EQ(a->config().arch, b->config().arch);
+  EXPECT_EQ(a->state_size(), b->state_size());
+  const auto tokens = some_tokens(a->config().n_vocab, n_tokens, 7);
+  for (int64_t chunk : {int64_t(1), int64_t(5), int64_t(n_tokens)}) {
+    SCOPED_TRACE("chunk " + std::to_string(chunk));
+    EXPECT_LE(test::max_abs_diff(run(*a, tokens, chunk), run(*b, tokens, chunk)), kSameWeights);
+  }
+}
+
+TEST(Layouts, LlamaCppRwkv7GgufGivesThePthsLogitsAtEveryPosition) {
+  expect_same_logits(test::shared_path(kSharedGguf), test::shared_path(kSharedPth), 40);
+}
+
+TEST(Layouts, LlamaCppRwkv6GgufWithRescaleGivesThePthsLogits) {
+  expect_same_logits(test::fixture_path("formats/rand-v6-llamacpp.gguf"),
+                     test::fixture_path("formats/rand-v6-llamacpp.pth"));
+}
+
+TEST(Layouts, HuggingFaceAndFlaSafetensorsGiveThePthsLogits) {
+  expect_same_logits(test::fixture_path("formats/hf-rwkv4/model.safetensors"), test::fixture_path("formats/hf-rwkv4.pth"));
+  expect_same_logits(test::fixture_path("formats/fla-rwkv7/model.safetensors"),
+                     test::fixture_path("formats/fla-rwkv7.pth"));
+  expect_same_logits(test::fixture_path("formats/fla-rwkv7-tied/model.safetensors"),
+                     test::fixture_path("formats/fla-rwkv7-tied.pth"));
+  expect_same_logits(test::fixture_path("formats/rand-v7-official.safetensors"),
+                     test::fixture_path("formats/rand-v7-official.pth"));
+}
+
+// Stronger than equal logits: every official tensor comes back with its
+// official shape and exactly its values (the mapped side may store them
+// wider: llama.cpp keeps some tensors in F32).
+void expect_official_tensors(const std::string& mapped_path, const std::string& pth_path,
+                             const std::set<std::string>& not_in_mapped = {}) {
+  SCOPED_TRACE(mapped_path);
+  const auto mapped = to_official_layout(open_tensor_archive(mapped_path));
+  const TensorArchive pth = read_pth(pth_path);
+  size_t compared = 0;
+  for (const TensorInfo& t : pth.tensors()) {
+    if (not_in_mapped.count(t.name)) {
+      EXPECT_FALSE(mapped->contains(t.name)) << t.name;
+      continue;
+    }
+    const TensorInfo* m = mapped->find(t.name);
+    ASSERT_NE(m, nullptr) << t.name;
+    EXPECT_EQ(m->shape, t.shape) << t.name;
+    std::vector<float> a(size_t(t.numel())), b(size_t(m->numel()));
+    convert_to_f32(t.dtype, t.data, a.data(), a.size());
+    convert_to_f32(m->dtype, m->data, b.data(), b.size());
+    EXPECT_TRUE(a == b) << t.name << " differs";
+    ++compared;
+  }
+  EXPECT_EQ(mapped->tensors().size(), compared) << "extra tensors in the mapped archive";
+}
+
+TEST(Layouts, EveryTensorComesBackWithItsOfficialNameShapeAndValue) {
+  // llama.cpp's converter drops the file's layer-0 v0/v1/v2 (unused) and writes dummies, which we drop.
+  expect_official_tensors(test::shared_path(kSharedGguf), test::shared_path(kSharedPth),
+                          {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"});
+  expect_official_tensors(test::fixture_path("formats/rand-v6-llamacpp.gguf"),
+                          test::fixture_path("formats/rand-v6-llamacpp.pth"));
+  expect_official_tensors(test::fixture_path("formats/hf-rwkv4/model.safetensors"),
+                          test::fixture_path("formats/hf-rwkv4.pth"));
+  expect_official_tensors(test::fixture_path("formats/fla-rwkv7/model.safetensors"),
+                          test::fixture_path("formats/fla-rwkv7.pth"),
+                          {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"});
+  const auto gguf = to_official_layout(open_tensor_archive(test::shared_path(kSharedGguf)));
+  EXPECT_EQ(gguf->format, "gguf");
+  EXPECT_EQ(gguf->metadata.at("rwkv.layout_mapped_from"), "llama.cpp rwkv7");
+  EXPECT_EQ(detect_layout(*gguf), Layout::Official);
+  EXPECT_EQ(to_official_layout(gguf), gguf);  // mapping twice changes nothing
+}
+
+TEST(Layouts, RwkvCppFilesUndoneEqualThePythonInverse) {
+  // tests/reference/fixtures_*.py undo rwkv.cpp's converter in numpy (float64);
+  // the C++ inverse must agree: rearrangements exactly, the recomputed
+  // decays/bonuses to float32 rounding.
+  const std::pair<std::string, std::string> cases[] = {
+      {test::tiny_model("4v0-660K", "FP32"), test::fixture_path("versions/tiny-4v0-fp32.pth")},
+      {test::tiny_model("5v1-730K", "FP16"), test::fixture_path("versions/tiny-5v1-fp16.pth")},
+      {test::tiny_model("5v2-730K", "FP32"), test::fixture_path("versions/tiny-5v2-fp32.pth")},
+      {test::tiny_model("7v0-834K", "FP32"), test::fixture_path("rwkv7/tiny-7v0-fp32.pth")},
+      {test::tiny_model("7v0-834K", "FP16"), test::fixture_path("rwkv7/tiny-7v0-fp16.pth")},
+  };
+  for (const auto& [bin, pth_path] : cases) {
+    SCOPED_TRACE(bin);
+    const auto mapped = to_official_layout(std::make_shared<TensorArchive>(read_rwkvcpp(bin)), true);
+    EXPECT_EQ(mapped->format, "official");
+    const TensorArchive pth = read_pth(pth_path);
+    ASSERT_EQ(mapped->tensors().size(), pth.tensors().size());
+    for (const TensorInfo& t : pth.tensors()) {
+      const TensorInfo* m = mapped->find(t.name);
+      ASSERT_NE(m, nullptr) << t.name;
+      EXPECT_EQ(m->shape, t.shape) << t.name;
+      std::vector<float> a(size_t(t.numel())), b(size_t(m->numel()));
+      convert_to_f32(t.dtype, t.data, a.data(), a.size());
+      convert_to_f32(m->dtype, m->data, b.data(), b.size());
+      float worst = 0;
+      for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]) / std::max(1.0f, std::fabs(a[i])));
+      EXPECT_LE(worst, 1e-6f) << t.name;
+    }
+  }
+  // Without the request, rwkv.cpp files are left to the loaders.
+  const auto raw = std::make_shared<TensorArchive>(read_rwkvcpp(test::tiny_model("4v0-660K", "FP32")));
+  EXPECT_EQ(to_official_layout(raw), raw);
+}
+
+// An archive holding `src`'s tensors but with some removed or one added.
+std::shared_ptr<TensorArchive> edited(std::shared_ptr<const TensorArchive> src, const std::string& drop,
+                                      const std::string& add = "") {
+  auto a = std::make_shared<TensorArchive>();
+  a->format = src->format;
+  a->path = src->path;
+  a->metadata = src->metadata;
+  a->keep_alive(src);
+  for (const TensorInfo& t : src->tensors())
+    if (t.name != drop) a->add(t);
+  if (!add.empty()) {
+    TensorInfo t = src->tensors().front();
+    t.name = add;
+    a->add(t);
+  }
+  return a;
+}
+
+TEST(Layouts, MissingUnknownOrInconsistentTensorsAreClearErrors) {
+  const auto gguf = open_tensor_archive(test::shared_path(kSharedGguf));
+  expect_error([&] { load_model(edited(gguf, "blk.1.time_mix_w1.weight")); }, "missing tensor 'blk.1.time_mix_w1.weight'");
+  expect_error([&] { load_model(edited(gguf, "", "blk.0.mystery.weight")); }, "unexpected tensors in a llama.cpp rwkv7 file: 'blk.0.mystery.weight'");
+  {
+    auto a = edited(gguf, "");
+    a->metadata["rwkv7.wkv.head_size"] = "48";
+    expect_error([&] { load_model(a); }, "head_size 48 does not divide");
+    a->metadata.erase("rwkv7.wkv.head_size");
+    expect_error([&] { load_model(a); }, "'rwkv7.wkv.head_size' is missing");
+    a->metadata["general.architecture"] = "llama";
+    expect_error([&] { load_model(a); }, "architecture 'llama' is not supported");
+  }
+  const auto v6 = open_tensor_archive(test::fixture_path("formats/rand-v6-llamacpp.gguf"));
+  expect_error([&] { load_model(edited(v6, "blk.3.channel_mix_value.weight")); }, "missing tensor 'blk.3.channel_mix_value.weight'");
+  const auto fla = open_tensor_archive(test::fixture_path("formats/fla-rwkv7/model.safetensors"));
+  expect_error([&] { load_model(edited(fla, "model.layers.1.attn.w_lora.lora.2.bias")); }, "blocks.1.att.w0");
+  expect_error([&] { load_model(edited(fla, "", "model.layers.0.attn.extra")); }, "'model.layers.0.attn.extra'");
+  const auto hf = open_tensor_archive(test::fixture_path("formats/hf-rwkv4/model.safetensors"));
+  expect_error([&] { load_model(edited(hf, "", "rwkv.something")); }, "'rwkv.something'");
+}
+
+TEST(Layouts, ConfigJsonIsCheckedAgainstTheTensors) {
+  TempDir dir;
+  std::filesystem::create_directories(dir / "m");
+  std::filesystem::copy_file(test::fixture_path("formats/fla-rwkv7-tied/model.safetensors"), dir / "m/model.safetensors");
+  // Without config.json nothing says the head is tied: the missing lm_head is an error.
+  expect_error([&] { load_model(dir / "m/model.safetensors"); }, "lm_head.weight");
+  auto write_config = [&](const std::string& text) {
+    test::write_bytes(dir / "m/config.json", std::vector<char>(text.begin(), text.end()));
+  };
+  write_config(R"({"architectures": ["RWKV7ForCausalLM"], "hidden_size": 64, "tie_word_embeddings": true})");
+  EXPECT_EQ(load_model(dir / "m/model.safetensors")->config().n_embd, 64);
+  write_config(R"({"architectures": ["RWKV7ForCausalLM"], "hidden_size": 96, "tie_word_embeddings": true})");
+  expect_error([&] { load_model(dir / "m/model.safetensors"); }, "hidden_size is 96");
+  write_config(R"({"architectures": ["LlamaForCausalLM"]})");
+  expect_error([&] { load_model(dir / "m/model.safetensors"); }, "LlamaForCausalLM");
+  write_config(R"({"architectures": )");
+  expect_error([&] { load_model(dir / "m/model.safetensors"); }, "config.json");
+}
+
+TEST(Layouts, WorldVocabularyFromGgufMetadataEqualsTheVocabFile) {
+  const auto gguf = open_tensor_archive(test::shared_path(kSharedGguf));
+  const std::string text = world_vocab_from_gguf(*gguf);
+  ASSERT_FALSE(text.empty());
+  const WorldTokenizer from_gguf = WorldTokenizer::parse(text, "gguf");
+  const WorldTokenizer from_file = WorldTokenizer::load(test::shared_path("tokenizers/rwkv_vocab_v20230424.txt"));
+  EXPECT_EQ(from_gguf.token_count(), from_file.token_count());
+  ASSERT_EQ(from_gguf.vocab_size(), from_file.vocab_size());
+  for (int32_t id = 1; id < from_file.vocab_size(); ++id)
+    ASSERT_EQ(from_gguf.token_bytes(id), from_file.token_bytes(id)) << "token " << id;
+  const std::string sample = "Hello, 世界! \n\t\\ 'quotes' \"dq\" \xff";
+  EXPECT_EQ(from_gguf.encode(sample), from_file.encode(sample));
+  // Other files have no World vocabulary.
+  EXPECT_EQ(world_vocab_from_gguf(*open_tensor_archive(test::fixture_path("formats/rand-v6-llamacpp.gguf"))), "");
+}
+
+// ---- rwkv convert ---------------------------------------------------------------------
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// Largest |a - b| over all positions in sequence mode, normalised by the std of a.
+float logit_error(const Model& a, const Model& b, std::vector<int32_t> tokens) {
+  const auto la = run(a, tokens, int64_t(tokens.size())), lb = run(b, tokens, int64_t(tokens.size()));
+  double mean = 0, sq = 0;
+  for (float x : la) mean += x;
+  mean /= double(la.size());
+  for (float x : la) sq += (x - mean) * (x - mean);
+  return test::max_abs_diff(la, lb) / float(std::sqrt(sq / double(la.size())));
+}
+
+struct ConvertCase {
+  std::string source;
+  // Largest logit error / logit std allowed. 0 where only bytes move (the
+  // converted file holds the source's numbers exactly, so the engine computes
+  // the same; kSameWeights-sized slack as above). rwkv.cpp's v4/v5 decays and
+  // bonuses are recomputed (log(-w), log(-log(w)), log(u) in double, stored
+  // as float32), one float32 rounding per value, which moves logits by up to
+  // 2e-6 of their std (measured: 5v2 1.98e-6, rand 5.2 7e-7; all other cases 0);
+  // 1e-5 still catches any wrong transform (>= 1e-2).
+  float tolerance;
+};
+
+TEST(Convert, EveryReadableFileConvertsToPthAndSafetensorsWithTheSameLogits) {
+  TempDir dir;
+  const std::vector<ConvertCase> cases = {
+      {test::shared_path(kSharedGguf), 1e-5f},
+      {test::fixture_path("formats/rand-v6-llamacpp.gguf"), 1e-5f},
+      {test::fixture_path("formats/hf-rwkv4/model.safetensors"), 1e-5f},
+      {test::fixture_path("formats/fla-rwkv7/model.safetensors"), 1e-5f},
+      {test::fixture_path("versions/rand-v4-L3-C96-V300-bf16.pth"), 1e-5f},
+      {test::fixture_path("versions/rand-v5.0-L2-C64-hs16-V256-bf16.pth"), 1e-5f},
+      {test::fixture_path("versions/rand-v5.1-L3-C128-hs32-V512-bf16.pth"), 1e-5f},
+      {test::fixture_path("versions/rand-v5.2-L2-C128-hs64-V400-bf16.pth"), 1e-5f},
+      {test::fixture_path("versions/rand-v6-L3-C128-hs32-V512-bf16.pth"), 1e-5f},
+      {test::fixture_path("rwkv7/rand-v7-L4-C128-hs32-V512-bf16.pth"), 1e-5f},
+      {test::fixture_path("rwkv7/rand-v7-L3-C128-hs64-V1000-bf16.pth"), 1e-5f},
+      {test::tiny_model("4v0-660K", "FP32"), 1e-5f},
+      {test::tiny_model("5v1-730K", "FP16"), 1e-5f},
+      {test::tiny_model("5v2-730K", "FP32"), 1e-5f},
+      {test::tiny_model("7v0-834K", "FP16"), 1e-5f},
+      {test::fixture_path("versions/rand-v5.2-L2-C128-hs64-V400-bf16.bin"), 1e-5f},
+      {test::fixture_path("versions/rand-v6-L3-C128-hs32-V512-bf16.bin"), 1e-5f},
+  };
+  for (const ConvertCase& c : cases) {
+    SCOPED_TRACE(c.source);
+    const auto source = load_model(c.source);
+    const auto tokens = some_tokens(source->config().n_vocab, 16, 11);
+    for (const char* out : {"out.pth", "out.safetensors"}) {
+      SCOPED_TRACE(out);
+      const test::CommandResult r = test::run_cli("convert -m " + quoted(c.source) + " -o " + quoted(dir / out));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_NE(r.output.find("100%"), std::string::npos) << "no progress bar: " << r.output;
+      const auto converted = load_model(dir / out);
+      EXPECT_EQ(converted->config().arch, source->config().arch);
+      EXPECT_EQ(converted->config().file_format, std::string(out).substr(4));
+      EXPECT_EQ(detect_layout(*open_tensor_archive(dir / out)), Layout::Official);
+      const float err = logit_error(*source, *converted, tokens);
+      EXPECT_LE(err, c.tolerance);
+      if (std::string(out) == "out.pth") std::printf("  %s: max logit error / std %.3g\n", c.source.c_str(), err);
+    }
+  }
+  EXPECT_EQ(dir.file_count(), 2u);  // no temporary files left behind
+}
+
+TEST(Convert, DtypeChangesStayWithinTheirRounding) {
+  TempDir dir;
+  struct DtypeCase {
+    std::string source, dtype;
+    DType expected;
+    // bf16 -> f32 is exact. bf16 -> f16 is exact except for values below
+    // f16's normal range (6e-5), which these weights barely have (measured
+    // 4.7e-6 and 2.2e-6 of the logits' std). f32 -> bf16
+    // rounds every weight to 8 significant bits (relative 2^-9): logits of a
+    // 12-layer model move by up to a few percent of their std (measured 0.022
+    // for tiny 4v0; 0 for tiny 7v0, whose weights are bf16 values already).
+    float tolerance;
+  };
+  const std::vector<DtypeCase> cases = {
+      {test::fixture_path("rwkv7/rand-v7-L4-C128-hs32-V512-bf16.pth"), "f32", DType::F32, 1e-5f},
+      {test::fixture_path("versions/rand-v6-L3-C128-hs32-V512-bf16.pth"), "f16", DType::F16, 1e-4f},
+      {test::shared_path(kSharedGguf), "f16", DType::F16, 1e-4f},
+      {test::tiny_model("4v0-660K", "FP32"), "bf16", DType::BF16, 0.05f},
+      {test::tiny_model("7v0-834K", "FP32"), "bf16", DType::BF16, 0.05f},
+  };
+  for (const DtypeCase& c : cases) {
+    SCOPED_TRACE(c.source + " -> " + c.dtype);
+    const test::CommandResult r =
+        test::run_cli("convert -m " + quoted(c.source) + " -o " + quoted(dir / "out.safetensors") + " --dtype " + c.dtype);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto archive = open_tensor_archive(dir / "out.safetensors");
+    for (const TensorInfo& t : archive->tensors()) EXPECT_EQ(t.dtype, c.expected) << t.name;
+    const auto source = load_model(c.source);
+    const auto converted = load_model(dir / "out.safetensors");
+    const float err = logit_error(*source, *converted, some_tokens(source->config().n_vocab, 16, 3));
+    EXPECT_LE(err, c.tolerance);
+    std::printf("  %s -> %s: max logit error / std %.3g\n", c.source.c_str(), c.dtype.c_str(), err);
+  }
+}
+
+TEST(Convert, BadInputIsAClearErrorAndNoFileIsWritten) {
+  TempDir dir;
+  const std::string gguf = test::shared_path(kSharedGguf);
+  auto expect_failure = [&](const std::string& args, std::string_view word) {
+    const test::CommandResult r = test::run_cli("convert " + args);
+    EXPECT_EQ(r.exit_code, 1) << args << ": " << r.output;
+    EXPECT_NE(r.output.find(word), std::string::npos) << args << ": " << r.output;
+  };
+  expect_failure("-m " + quoted(dir / "missing.pth") + " -o " + quoted(dir / "out.pth"), "cannot open");
+  expect_failure("-m " + quoted(gguf) + " -o " + quoted(dir / "out.pth") + " --dtype q8", "--dtype must be");
+  expect_failure("-m " + quoted(gguf) + " -o " + quoted(dir / "out.npy") + " --format npy", "--format must be");
+  expect_failure("-m " + quoted(gguf) + " -o " + quoted(dir / "no/such/dir/out.pth"), "no/such/dir");
+  const auto bytes = test::read_bytes(gguf);
+  for (size_t cut : {size_t(100), bytes.size() / 2, bytes.size() - 1}) {
+    test::write_bytes(dir / "cut.gguf", std::vector<char>(bytes.begin(), bytes.begin() + std::ptrdiff_t(cut)));
+    expect_failure("-m " + quoted(dir / "cut.gguf") + " -o " + quoted(dir / "out.pth"), "truncated");
+  }
+  // A quantized file needs --dtype: neither format holds ggml blocks.
+  expect_failure("-m " + quoted(test::tiny_model("4v0-660K", "Q5_1")) + " -o " + quoted(dir / "out.pth"), "q5_1");
+  // A failed conversion leaves an existing output as it was.
+  test::write_bytes(dir / "out.pth", {'k', 'e', 'e', 'p'});
+  expect_failure("-m " + quoted(dir / "cut.gguf") + " -o " + quoted(dir / "out.pth"), "truncated");
+  EXPECT_EQ(test::read_bytes(dir / "out.pth"), (std::vector<char>{'k', 'e', 'e', 'p'}));
+  EXPECT_EQ(dir.file_count(), 2u);  // cut.gguf and out.pth: nothing else
+}
+
+TEST(Convert, QuantizedRwkvCppFilesConvertWithADtype) {
+  TempDir dir;
+  const std::string q = test::tiny_model("4v0-660K", "Q5_1");
+  const test::CommandResult r = test::run_cli("convert -m " + quoted(q) + " -o " + quoted(dir / "out.pth") + " --dtype f32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto source = load_model(q);
+  const auto converted = load_model(dir / "out.pth");
+  // The quantized model's dot products may quantize activations too; the
+  // dequantized f32 weights are exact, so only that path differs.
+  const float err = logit_error(*source, *converted, some_tokens(256, 16, 5));
+  EXPECT_LE(err, 0.05f);
+  std::printf("  Q5_1 -> f32: max logit error / std %.3g\n", err);
+}
+
+TEST(Convert, InfoNamesEachFormat) {
+  const std::pair<std::string, std::string> cases[] = {
+      {test::shared_path(kSharedGguf), "format: gguf"},
+      {test::fixture_path("formats/rand-v7-official.safetensors"), "format: safetensors"},
+      {test::fixture_path("formats/hf-rwkv4/model.safetensors"), "format: safetensors"},
+      {test::shared_path(kSharedPth), "format: pth"},
+  };
+  for (const auto& [path, line] : cases) {
+    const test::CommandResult r = test::run_cli("info -m " + quoted(path));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(line + "\n"), std::string::npos) << path << ": " << r.output;
+  }
 }
 
 }  // namespace
