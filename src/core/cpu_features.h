@@ -1,6 +1,7 @@
 // What the processor offers and which SIMD code the kernels run.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,6 +22,12 @@ SimdTarget current_simd_target();
 // Makes the kernels use `id` (one of simd_targets()), or the best again for
 // id 0. For tests and benchmarks; not to be called while kernels run.
 void set_simd_target(int64_t id);
+
+// Memory read bandwidth in bytes/s: the best of `repeats` streaming reads of
+// a `bytes` buffer (far larger than the caches), split over the thread pool's
+// threads as the matrix kernels are. The ceiling for decoding, which reads
+// every weight once per token.
+double measure_read_bandwidth(size_t bytes = size_t(1) << 30, int repeats = 5);
 
 // One line describing the CPU: model name, hardware threads, SIMD target.
 std::string cpu_summary();

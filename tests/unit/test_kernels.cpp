@@ -3,6 +3,8 @@
 // to 4 threads; bit-identical results across thread counts; the thread pool.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
 #include <cfloat>
 #include <cmath>
@@ -18,6 +20,8 @@
 #include "core/kernels.h"
 #include "core/quant.h"
 #include "core/thread_pool.h"
+#include "formats/rwkvcpp.h"
+#include "test_util.h"
 
 namespace rwkv {
 namespace {
@@ -267,6 +271,50 @@ TEST_F(KernelTest, ThreadCountIsProcessWide) {
   EXPECT_EQ(num_threads(), 1);
   EXPECT_THROW(set_num_threads(0), Error);
   EXPECT_EQ(num_threads(), 1);
+}
+
+// ------------------------------------------------------------------ rwkv bench
+
+TEST(BenchCommand, JsonHasTheScriptedFieldsWithConsistentValues) {
+  const std::string model = test::tiny_model("7v0-834K", "FP16");
+  const auto r = test::run_cli("bench -m " + model + " --prompt 20 --gen 6 --context 600 --threads 2 --json "
+                               "--bandwidth-mib 64", true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "batch", "threads", "weight_bytes_per_token",
+                          "peak_rss_bytes", "bandwidth_bytes_per_s", "bandwidth_fraction"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["batch"], 1);
+  EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["decode_tokens_per_s_after_context"].get<double>(), 0);
+  EXPECT_GT(j["bandwidth_bytes_per_s"].get<double>(), 1e8);
+  EXPECT_NEAR(j["bandwidth_fraction"].get<double>(),
+              j["weight_bytes_per_token"].get<double>() * j["decode_tokens_per_s"].get<double>() /
+                  j["bandwidth_bytes_per_s"].get<double>(),
+              1e-9);
+  // Every tensor but the embedding, of which one row: computed independently here.
+  const TensorArchive archive = read_rwkvcpp(model);
+  size_t expected = 0;
+  for (const TensorInfo& t : archive.tensors()) expected += t.name == "emb.weight" ? t.nbytes / 256 : t.nbytes;
+  EXPECT_EQ(j["weight_bytes_per_token"].get<size_t>(), expected);
+  EXPECT_GT(j["peak_rss_bytes"].get<double>(), double(expected));
+  // The state has a fixed size: feeding 600 tokens must not grow memory.
+  EXPECT_LE(j["rss_bytes_after_context"].get<double>(),
+            j["rss_bytes_after_512_context_tokens"].get<double>() + 1e6);
+}
+
+TEST(BenchCommand, TextReportAndBadArguments) {
+  const auto r = test::run_cli("bench -m " + test::tiny_model("7v0-834K", "Q5_1") + " --prompt 4 --gen 2 "
+                               "--bandwidth-mib 0 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* needle : {"prefill:", "decode:", "weights:", "peak RSS:", "q5_1", "1 threads"})
+    EXPECT_NE(r.output.find(needle), std::string::npos) << needle << " in " << r.output;
+  EXPECT_EQ(r.output.find("bandwidth:"), std::string::npos) << r.output;
+  const auto bad = test::run_cli("bench -m " + test::tiny_model("7v0-834K", "FP16") + " --gen 0");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--gen"), std::string::npos) << bad.output;
 }
 
 }  // namespace

@@ -22,5 +22,6 @@ Runner add_init(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_quantize(CLI::App& app);
+Runner add_bench(CLI::App& app);
 
 }  // namespace rwkv::cli

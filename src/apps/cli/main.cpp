@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_train);
   add(rwkv::cli::add_convert);
   add(rwkv::cli::add_quantize);
+  add(rwkv::cli::add_bench);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,238 @@
+// rwkv bench: prefill and decode speed of a model on this machine, with the
+// memory bandwidth measured in the same run. Decoding one token reads every
+// weight once, so bandwidth / (weight bytes per token) is its ceiling; the
+// achieved fraction says how close the kernels come.
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "apps/cli/commands.h"
+#include "apps/cli/common.h"
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "formats/open.h"
+#include "model/loader.h"
+
+namespace rwkv::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchOptions {
+  std::string model;
+  int64_t prompt = 512;
+  int64_t gen = 128;
+  int64_t context = 0;
+  bool json = false;
+  int64_t bandwidth_mib = 1024;  // 0: skip the measurement
+};
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+size_t peak_rss_bytes() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return size_t(usage.ru_maxrss) * 1024;  // kilobytes on Linux
+}
+
+size_t current_rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * size_t(::sysconf(_SC_PAGESIZE));
+}
+
+// Bytes of weights one decoded token reads: every tensor of the file except
+// the embedding, of which it reads one row. (Vectors the loader widens to
+// f32 are counted at their stored size; they are a tiny fraction.)
+size_t weight_bytes_per_token(const std::string& path, const ModelConfig& c) {
+  const auto archive = open_tensor_archive(path);
+  size_t total = 0;
+  bool embedding_seen = false;
+  for (const TensorInfo& t : archive->tensors()) {
+    const bool embedding = !embedding_seen && t.name.find("emb") != std::string::npos && t.shape.size() == 2 &&
+                           t.shape[0] == c.n_vocab && t.shape[1] == c.n_embd;
+    if (embedding) {
+      embedding_seen = true;
+      total += t.nbytes / size_t(c.n_vocab);
+    } else {
+      total += t.nbytes;
+    }
+  }
+  return total;
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+struct DecodeRun {
+  double tokens_per_s = 0;
+  double ms_p50 = 0, ms_p90 = 0;
+};
+
+// Decodes n tokens one at a time, each the argmax of the previous logits.
+DecodeRun decode(const Model& model, State& state, Workspace& ws, int32_t first, int64_t n) {
+  std::vector<float> logits(size_t(model.config().n_vocab));
+  std::vector<double> ms;
+  int32_t token = first;
+  const auto start = Clock::now();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto t0 = Clock::now();
+    model.forward(std::span<const int32_t>(&token, 1), state, Logits::Last, logits, &ws);
+    token = argmax(logits);
+    ms.push_back(seconds_since(t0) * 1e3);
+  }
+  DecodeRun r;
+  r.tokens_per_s = double(n) / seconds_since(start);
+  std::sort(ms.begin(), ms.end());
+  r.ms_p50 = ms[ms.size() / 2];
+  r.ms_p90 = ms[std::min(ms.size() - 1, ms.size() * 9 / 10)];
+  return r;
+}
+
+int run_bench(const BenchOptions& o) {
+  if (o.prompt < 1 || o.gen < 1 || o.context < 0)
+    fail("--prompt and --gen must be at least 1 and --context at least 0");
+  const auto model = load_model(o.model);
+  const ModelConfig& c = model->config();
+  const int threads = num_threads();
+
+  // Reproducible pseudo-random prompt ids (speed does not depend on them).
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> any_token(0, int32_t(std::min<int64_t>(c.n_vocab, 65530)) - 1);
+  auto random_tokens = [&](int64_t n) {
+    std::vector<int32_t> t(static_cast<size_t>(n));
+    for (auto& id : t) id = any_token(rng);
+    return t;
+  };
+
+  auto ws = model->new_workspace();
+  std::vector<float> logits(size_t(c.n_vocab));
+  {  // Warm-up: page in the weights and size the workspace before timing.
+    State scratch = model->new_state();
+    const auto warm = random_tokens(std::min<int64_t>(o.prompt, 16));
+    model->forward(warm, scratch, Logits::Last, logits, ws.get());
+    model->forward(std::span<const int32_t>(warm.data(), 1), scratch, Logits::Last, logits, ws.get());
+  }
+
+  State state = model->new_state();
+  const auto prompt = random_tokens(o.prompt);
+  auto start = Clock::now();
+  model->forward(prompt, state, Logits::Last, logits, ws.get());
+  const double prefill_s = seconds_since(start);
+  const double prefill_tps = double(o.prompt) / prefill_s;
+
+  const DecodeRun first = decode(*model, state, *ws, argmax(logits), o.gen);
+
+  // --context: feed K more tokens, then decode again: RWKV's state has a
+  // fixed size, so time per token and memory must not grow. Memory is taken
+  // after the first 512-token piece (which sizes the workspace) and at the end.
+  size_t rss_before_context = 0, rss_after_context = 0;
+  double context_s = 0;
+  DecodeRun later;
+  if (o.context > 0) {
+    start = Clock::now();
+    for (int64_t done = 0; done < o.context; done += 512) {
+      const auto piece = random_tokens(std::min<int64_t>(512, o.context - done));
+      model->forward(piece, state, Logits::Last, logits, ws.get());
+      if (done == 0) rss_before_context = current_rss_bytes();
+    }
+    context_s = seconds_since(start);
+    later = decode(*model, state, *ws, argmax(logits), o.gen);
+    rss_after_context = current_rss_bytes();
+  }
+  const size_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer
+
+  const size_t weight_bytes = weight_bytes_per_token(o.model, c);
+  const double bandwidth = o.bandwidth_mib > 0 ? measure_read_bandwidth(size_t(o.bandwidth_mib) << 20) : 0.0;
+  const double achieved = double(weight_bytes) * first.tokens_per_s;
+  const double fraction = bandwidth > 0 ? achieved / bandwidth : 0.0;
+
+  if (o.json) {
+    nlohmann::json j = {
+        {"model", o.model},
+        {"version", std::string(arch_name(c.arch))},
+        {"dtype", std::string(dtype_name(c.dtype))},
+        {"n_layer", c.n_layer},
+        {"n_embd", c.n_embd},
+        {"n_vocab", c.n_vocab},
+        {"simd", current_simd_target().name},
+        {"threads", threads},
+        {"batch", 1},
+        {"prompt_tokens", o.prompt},
+        {"gen_tokens", o.gen},
+        {"prefill_seconds", prefill_s},
+        {"prefill_tokens_per_s", prefill_tps},
+        {"decode_tokens_per_s", first.tokens_per_s},
+        {"decode_ms_per_token_p50", first.ms_p50},
+        {"decode_ms_per_token_p90", first.ms_p90},
+        {"weight_bytes_per_token", weight_bytes},
+        {"achieved_bytes_per_s", achieved},
+        {"peak_rss_bytes", peak_rss},
+        {"bandwidth_bytes_per_s", bandwidth},
+        {"bandwidth_fraction", fraction},
+    };
+    if (o.context > 0) {
+      j["context_tokens"] = o.context;
+      j["context_seconds"] = context_s;
+      j["decode_tokens_per_s_after_context"] = later.tokens_per_s;
+      j["decode_ms_per_token_p50_after_context"] = later.ms_p50;
+      j["rss_bytes_after_512_context_tokens"] = rss_before_context;
+      j["rss_bytes_after_context"] = rss_after_context;
+    }
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  const double mb = 1e6;
+  fmt::print("model:     {} (RWKV {}, {} x {}, vocab {}, {})\n", o.model, arch_name(c.arch), c.n_layer, c.n_embd,
+             c.n_vocab, dtype_name(c.dtype));
+  fmt::print("machine:   {}; {} threads, batch 1\n", cpu_summary(), threads);
+  fmt::print("prefill:   {} tokens in {:.3f} s = {:.1f} tokens/s\n", o.prompt, prefill_s, prefill_tps);
+  fmt::print("decode:    {} tokens = {:.2f} tokens/s ({:.2f} ms/token median, {:.2f} p90)\n", o.gen,
+             first.tokens_per_s, first.ms_p50, first.ms_p90);
+  if (o.context > 0) {
+    fmt::print("context:   {} more tokens in {:.2f} s; then decode {:.2f} tokens/s ({:.2f} ms/token median)\n",
+               o.context, context_s, later.tokens_per_s, later.ms_p50);
+    fmt::print("memory:    RSS {:.1f} MB after the first 512 context tokens, {:.1f} MB at the end\n",
+               double(rss_before_context) / mb, double(rss_after_context) / mb);
+  }
+  fmt::print("weights:   {:.1f} MB read per token -> {:.2f} GB/s while decoding\n", double(weight_bytes) / mb,
+             achieved / 1e9);
+  if (bandwidth > 0)
+    fmt::print("bandwidth: {:.2f} GB/s (streaming read of {} MiB, {} threads) -> {:.0f}% of it achieved\n",
+               bandwidth / 1e9, o.bandwidth_mib, threads, 100 * fraction);
+  fmt::print("peak RSS:  {:.1f} MB\n", double(peak_rss) / mb);
+  return 0;
+}
+
+}  // namespace
+
+Runner add_bench(CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Measure prefill and decode speed, memory, and the machine's bandwidth");
+  auto o = std::make_shared<BenchOptions>();
+  cmd->add_option("-m,--model", o->model, "Model file")->required();
+  cmd->add_option("--prompt", o->prompt, "Prompt tokens for the prefill measurement")->capture_default_str();
+  cmd->add_option("--gen", o->gen, "Tokens to decode one at a time")->capture_default_str();
+  cmd->add_option("--context", o->context, "Feed this many more tokens, then measure decoding again")
+      ->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print one JSON object instead of text");
+  cmd->add_option("--bandwidth-mib", o->bandwidth_mib,
+                  "Buffer for the bandwidth measurement, far larger than the caches (0: skip it)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  add_threads_flag(*cmd);
+  return [o] { return run_bench(*o); };
+}
+
+}  // namespace rwkv::cli
