@@ -288,34 +288,32 @@ struct TrainModel<T>::Impl {
     const TrainConfig& c = m.config();
     const int64_t C = c.n_embd, H = c.n_head(), N = c.head_size, F = c.dim_ffn;
     const LayerView<T> P = bind<T>(m.layout_, m.params.data()).layers[size_t(l)];
-    const LayerView<T> G = bind<T>(m.layout_, m.grads.data()).layers[size_t(l)];
-    const bool pg = m.param_grads;
+    const LayerView<T> G = m.grad_view().layers[size_t(l)];  // null where no gradient is wanted
     const size_t rc = size_t(R * C);
     const size_t per_layer = layer_state_size();
     const T* st = m.state.data() + size_t(l) * per_layer;
     T* dst = m.state_grad.data() + size_t(l) * per_layer;
     T *dst_att = dst, *dst_wkv = dst + C, *dst_ffn = dst + C + H * N * N;
-    auto gp = [&](T* p) { return pg ? p : nullptr; };
 
     // ---- channel mix: x_out = xmid + relu(xk2 Wk^T)^2 Wv^T
     dxmid = dx;
-    linear_backward(h.data(), P.ffn_value, dx.data(), R, F, C, gp(G.ffn_value), dffn.data(), T(0));
+    linear_backward(h.data(), P.ffn_value, dx.data(), R, F, C, G.ffn_value, dffn.data(), T(0));
     for (size_t i = 0; i < dffn.size(); ++i) dffn[i] *= T(2) * std::max(hpre[i], T(0));
-    linear_backward(xk2.data(), P.ffn_key, dffn.data(), R, C, F, gp(G.ffn_key), dmix.data(), T(0));
+    linear_backward(xk2.data(), P.ffn_key, dffn.data(), R, C, F, G.ffn_key, dmix.data(), T(0));
     std::fill(dxn.begin(), dxn.end(), T(0));
     {
       T* mus[1] = {P.ffn_x_k};
       const T* dm[1] = {dmix.data()};
-      T* dmus[1] = {gp(G.ffn_x_k)};
+      T* dmus[1] = {G.ffn_x_k};
       shift_mix_backward(xn2.data(), st + C + H * N * N, mus, dm, 1, dxn.data(), dmus, dst_ffn);
     }
     for (int64_t row = 0; row < R; ++row)
       ln_backward(&xmid[size_t(row * C)], ln2_mean[size_t(row)], ln2_rstd[size_t(row)], P.ln2_w,
-                  &dxn[size_t(row * C)], C, &dxmid[size_t(row * C)], gp(G.ln2_w), gp(G.ln2_b));
+                  &dxn[size_t(row * C)], C, &dxmid[size_t(row * C)], G.ln2_w, G.ln2_b);
 
     // ---- time mix: xmid = x_in + (z g) Wo^T
     for (size_t i = 0; i < rc; ++i) tmp[i] = z[i] * g[i];
-    linear_backward(tmp.data(), P.output, dxmid.data(), R, C, C, gp(G.output), dz.data(), T(0));
+    linear_backward(tmp.data(), P.output, dxmid.data(), R, C, C, G.output, dz.data(), T(0));
     for (size_t i = 0; i < rc; ++i) {
       dg[i] = dz[i] * z[i];
       dz[i] *= g[i];
@@ -335,10 +333,10 @@ struct TrainModel<T>::Impl {
           const T rk = P.r_k[hh * N + j];
           dr[u] = dbon * k[u] * rk;
           dk[u] = dbon * r[u] * rk;
-          if (pg) G.r_k[hh * N + j] += dbon * r[u] * k[u];
+          if (G.r_k) G.r_k[hh * N + j] += dbon * r[u] * k[u];
         }
-        ln_backward(&y[o], gn_mean[rh], gn_rstd[rh], P.ln_x_w + hh * N, &dz[o], N, &dy[o], gp(G.ln_x_w + hh * N),
-                    gp(G.ln_x_b + hh * N));
+        ln_backward(&y[o], gn_mean[rh], gn_rstd[rh], P.ln_x_w + hh * N, &dz[o], N, &dy[o], G.ln_x_w ? G.ln_x_w + hh * N : nullptr,
+                    G.ln_x_b ? G.ln_x_b + hh * N : nullptr);
       }
 
     // the recurrence, backwards through each chunk from its saved state
@@ -356,7 +354,7 @@ struct TrainModel<T>::Impl {
       const int64_t ch = i % C;
       const T ka = P.k_a[ch];
       da[u] += dk[u] * k0[u] * ka;
-      if (pg) G.k_a[ch] += dk[u] * k0[u] * (a[u] - T(1));
+      if (G.k_a) G.k_a[ch] += dk[u] * k0[u] * (a[u] - T(1));
       dk[u] *= T(1) + (a[u] - T(1)) * ka;  // now d k0
     }
     for (int64_t row = 0; row < R; ++row)
@@ -371,7 +369,7 @@ struct TrainModel<T>::Impl {
           const size_t u = o + size_t(j);
           const T du = (dkk[u] - kk[u] * dot) * inv;
           dk[u] += du * P.k_k[hh * N + j];
-          if (pg) G.k_k[hh * N + j] += du * k0[u];
+          if (G.k_k) G.k_k[hh * N + j] += du * k0[u];
         }
       }
 
@@ -382,19 +380,19 @@ struct TrainModel<T>::Impl {
     const T decay_scale = T(std::exp(-0.5));
     for (size_t i = 0; i < rc; ++i) {
       dw[i] *= -decay_scale * w[i] * wsig[i] * (T(1) - wsig[i]);
-      if (pg) G.w0[i % size_t(C)] += dw[i];
+      if (G.w0) G.w0[i % size_t(C)] += dw[i];
     }
-    right_backward(wl.data(), P.w2, dw.data(), R, c.lora_w, C, gp(G.w2), dlora.data(), T(0));
+    right_backward(wl.data(), P.w2, dw.data(), R, c.lora_w, C, G.w2, dlora.data(), T(0));
     for (int64_t i = 0; i < R * c.lora_w; ++i) dlora[size_t(i)] *= T(1) - wl[size_t(i)] * wl[size_t(i)];
-    right_backward(xw, P.w1, dlora.data(), R, C, c.lora_w, gp(G.w1), dxw, T(0));
+    right_backward(xw, P.w1, dlora.data(), R, C, c.lora_w, G.w1, dxw, T(0));
 
     // a = sigmoid(a0 + xa a1 a2)
     for (size_t i = 0; i < rc; ++i) {
       da[i] *= a[i] * (T(1) - a[i]);
-      if (pg) G.a0[i % size_t(C)] += da[i];
+      if (G.a0) G.a0[i % size_t(C)] += da[i];
     }
-    right_backward(al.data(), P.a2, da.data(), R, c.lora_a, C, gp(G.a2), dlora.data(), T(0));
-    right_backward(xa, P.a1, dlora.data(), R, C, c.lora_a, gp(G.a1), dxa, T(0));
+    right_backward(al.data(), P.a2, da.data(), R, c.lora_a, C, G.a2, dlora.data(), T(0));
+    right_backward(xa, P.a1, dlora.data(), R, C, c.lora_a, G.a1, dxa, T(0));
 
     // v = v0 + (v_first - v0) sigmoid(v0p + xv v1 v2); layer 0 publishes v_first
     if (l == 0) {
@@ -407,34 +405,34 @@ struct TrainModel<T>::Impl {
         dv_first[i] += dv[i] * s;
         dv[i] *= T(1) - s;
         tmp[i] = dpre;
-        if (pg) G.v0[i % size_t(C)] += dpre;
+        if (G.v0) G.v0[i % size_t(C)] += dpre;
       }
-      right_backward(vl.data(), P.v2, tmp.data(), R, c.lora_v, C, gp(G.v2), dlora.data(), T(0));
-      right_backward(xv, P.v1, dlora.data(), R, C, c.lora_v, gp(G.v1), dxv, T(0));
+      right_backward(vl.data(), P.v2, tmp.data(), R, c.lora_v, C, G.v2, dlora.data(), T(0));
+      right_backward(xv, P.v1, dlora.data(), R, C, c.lora_v, G.v1, dxv, T(0));
     }
 
     // g = sigmoid(xg g1) g2
-    right_backward(gl.data(), P.g2, dg.data(), R, c.lora_g, C, gp(G.g2), dlora.data(), T(0));
+    right_backward(gl.data(), P.g2, dg.data(), R, c.lora_g, C, G.g2, dlora.data(), T(0));
     for (int64_t i = 0; i < R * c.lora_g; ++i) dlora[size_t(i)] *= gl[size_t(i)] * (T(1) - gl[size_t(i)]);
-    right_backward(xg, P.g1, dlora.data(), R, C, c.lora_g, gp(G.g1), dxg, T(0));
+    right_backward(xg, P.g1, dlora.data(), R, C, c.lora_g, G.g1, dxg, T(0));
 
     // r, k, v projections
-    linear_backward(xr, P.receptance, dr.data(), R, C, C, gp(G.receptance), dxr, T(0));
-    linear_backward(xk, P.key, dk.data(), R, C, C, gp(G.key), dxk, T(0));
-    linear_backward(xv, P.value, dv.data(), R, C, C, gp(G.value), dxv, T(1));
+    linear_backward(xr, P.receptance, dr.data(), R, C, C, G.receptance, dxr, T(0));
+    linear_backward(xk, P.key, dk.data(), R, C, C, G.key, dxk, T(0));
+    linear_backward(xv, P.value, dv.data(), R, C, C, G.value, dxv, T(1));
 
     // token shifts and ln1
     std::fill(dxn.begin(), dxn.end(), T(0));
     {
       T* mus[6] = {P.x_r, P.x_w, P.x_k, P.x_v, P.x_a, P.x_g};
       const T* dm[6] = {dxr, dxw, dxk, dxv, dxa, dxg};
-      T* dmus[6] = {gp(G.x_r), gp(G.x_w), gp(G.x_k), gp(G.x_v), gp(G.x_a), gp(G.x_g)};
+      T* dmus[6] = {G.x_r, G.x_w, G.x_k, G.x_v, G.x_a, G.x_g};
       shift_mix_backward(xn1.data(), st, mus, dm, 6, dxn.data(), dmus, dst_att);
     }
     dx = dxmid;
     for (int64_t row = 0; row < R; ++row)
       ln_backward(x_in + row * C, ln1_mean[size_t(row)], ln1_rstd[size_t(row)], P.ln1_w, &dxn[size_t(row * C)], C,
-                  &dx[size_t(row * C)], gp(G.ln1_w), gp(G.ln1_b));
+                  &dx[size_t(row * C)], G.ln1_w, G.ln1_b);
   }
 
   // Backward of the recurrence for one (sequence, head): given dy, adds to dr,
@@ -568,6 +566,17 @@ size_t TrainModel<T>::state_size() const {
 }
 
 template <typename T>
+ModelView<T> TrainModel<T>::grad_view() {
+  if (!grad_mask.empty() && grad_mask.size() != layout_.tensors().size())
+    fail("grad_mask has {} flags for {} tensors", grad_mask.size(), layout_.tensors().size());
+  if (!param_grads) {
+    const std::vector<bool> none(layout_.tensors().size(), false);
+    return bind<T>(layout_, grads.data(), &none);
+  }
+  return bind<T>(layout_, grads.data(), grad_mask.empty() ? nullptr : &grad_mask);
+}
+
+template <typename T>
 void TrainModel<T>::zero_grads() {
   std::fill(grads.begin(), grads.end(), T(0));
   std::fill(state_grad.begin(), state_grad.end(), T(0));
@@ -606,7 +615,7 @@ double TrainModel<T>::loss(std::span<const int32_t> tokens, std::span<const int3
   const TrainConfig& c = config();
   const int64_t C = c.n_embd, V = c.n_vocab, R = s.R;
   const ModelView<T> P = bind<T>(layout_, params.data());
-  const ModelView<T> G = bind<T>(layout_, grads.data());
+  const ModelView<T> G = grad_view();
   const T* xf = s.x_layers.data() + size_t(c.n_layer) * size_t(R * C);
   if (backward) std::fill(s.dx.begin(), s.dx.end(), T(0));
   const double grad_scale = count > 0 ? options.scale / double(count) : 0.0;
@@ -637,13 +646,12 @@ double TrainModel<T>::loss(std::span<const int32_t> tokens, std::span<const int3
     if (!backward) continue;
     // logits = x head^T: dhead += dlogits^T x, dx = dlogits head
     s.head_dx.resize(size_t(kHeadBlock * C));
-    linear_backward(s.head_x.data(), P.head, s.head_logits.data(), n, C, V, param_grads ? G.head : nullptr,
+    linear_backward(s.head_x.data(), P.head, s.head_logits.data(), n, C, V, G.head,
                     s.head_dx.data(), T(0));
     for (int64_t i = 0; i < n; ++i) {
       const int64_t row = r0 + i;
       ln_backward(xf + row * C, s.ln_out_mean[size_t(row)], s.ln_out_rstd[size_t(row)], P.ln_out_w,
-                  &s.head_dx[size_t(i * C)], C, &s.dx[size_t(row * C)], param_grads ? G.ln_out_w : nullptr,
-                  param_grads ? G.ln_out_b : nullptr);
+                  &s.head_dx[size_t(i * C)], C, &s.dx[size_t(row * C)], G.ln_out_w, G.ln_out_b);
     }
   }
   if (!backward) return count > 0 ? total / double(count) : 0.0;
@@ -656,15 +664,15 @@ double TrainModel<T>::loss(std::span<const int32_t> tokens, std::span<const int3
     if (l != c.n_layer - 1) s.forward_layer(l, x_in, s.dxn.data());  // x_out is not needed again
     s.backward_layer(l, x_in);
   }
-  if (param_grads) {
+  if (G.emb || G.ln0_w || G.ln0_b) {
     std::vector<T> de(static_cast<size_t>(C));
     for (int64_t row = 0; row < R; ++row) {
       std::fill(de.begin(), de.end(), T(0));
       const int64_t tok = tokens[size_t(row)];
       ln_backward(P.emb + tok * C, s.ln0_mean[size_t(row)], s.ln0_rstd[size_t(row)], P.ln0_w, &s.dx[size_t(row * C)],
                   C, de.data(), G.ln0_w, G.ln0_b);
-      T* ge = G.emb + tok * C;
-      for (int64_t i = 0; i < C; ++i) ge[i] += de[size_t(i)];
+      if (G.emb)
+        for (int64_t i = 0; i < C; ++i) G.emb[tok * C + i] += de[size_t(i)];
     }
   }
   return count > 0 ? total / double(count) : 0.0;

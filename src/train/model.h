@@ -56,6 +56,11 @@ class TrainModel {
 
   // Skip the weight-gradient products (state tuning trains only the state).
   bool param_grads = true;
+  // Which tensors get gradients when param_grads is set (one flag per tensor
+  // in layout order; empty: all), e.g. only the LoRA-adapted matrices.
+  std::vector<bool> grad_mask;
+  // Pointers into grads, null for tensors that get no gradient.
+  ModelView<T> grad_view();
 
   // logits [B T, V] after each of tokens [B, T] (row-major, sequence-major).
   void forward_logits(std::span<const int32_t> tokens, int64_t B, int64_t seq_len, T* logits);

@@ -115,9 +115,14 @@ const TensorSpec& ParamLayout::at(std::string_view name) const {
   return *s;
 }
 
+size_t ParamLayout::index(std::string_view name) const { return size_t(&at(name) - tensors_.data()); }
+
 template <typename T>
-ModelView<T> bind(const ParamLayout& layout, T* base) {
-  auto ptr = [&](const std::string& name) { return base + layout.at(name).offset; };
+ModelView<T> bind(const ParamLayout& layout, T* base, const std::vector<bool>* enabled) {
+  auto ptr = [&](const std::string& name) -> T* {
+    if (enabled && !(*enabled)[layout.index(name)]) return nullptr;
+    return base + layout.at(name).offset;
+  };
   ModelView<T> m;
   m.emb = ptr("emb.weight");
   m.ln0_w = ptr("blocks.0.ln0.weight");
@@ -167,9 +172,9 @@ ModelView<T> bind(const ParamLayout& layout, T* base) {
   return m;
 }
 
-template ModelView<float> bind(const ParamLayout&, float*);
-template ModelView<double> bind(const ParamLayout&, double*);
-template ModelView<const float> bind(const ParamLayout&, const float*);
-template ModelView<const double> bind(const ParamLayout&, const double*);
+template ModelView<float> bind(const ParamLayout&, float*, const std::vector<bool>*);
+template ModelView<double> bind(const ParamLayout&, double*, const std::vector<bool>*);
+template ModelView<const float> bind(const ParamLayout&, const float*, const std::vector<bool>*);
+template ModelView<const double> bind(const ParamLayout&, const double*, const std::vector<bool>*);
 
 }  // namespace rwkv::train

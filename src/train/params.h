@@ -52,6 +52,7 @@ class ParamLayout {
   size_t size() const { return size_; }
   const TensorSpec* find(std::string_view name) const;
   const TensorSpec& at(std::string_view name) const;  // fails naming the tensor
+  size_t index(std::string_view name) const;          // position in tensors(); fails like at()
 
  private:
   TrainConfig config_;
@@ -80,7 +81,8 @@ struct ModelView {
   T *ln_out_w, *ln_out_b, *head;
 };
 
+// With `enabled` (one flag per tensor, layout order), disabled tensors get null pointers.
 template <typename T>
-ModelView<T> bind(const ParamLayout& layout, T* base);
+ModelView<T> bind(const ParamLayout& layout, T* base, const std::vector<bool>* enabled = nullptr);
 
 }  // namespace rwkv::train

@@ -215,6 +215,20 @@ TEST(TrainGrad, AccumulationScaleAndStateOnlyMode) {
   model.loss(batch.tokens, batch.targets, batch.B, batch.T, {}, true);
   for (double g : model.grads) ASSERT_EQ(g, 0.0);
   for (size_t i = 0; i < s1.size(); ++i) ASSERT_NEAR(model.state_grad[i], s1[i], 1e-12 + 1e-9 * std::fabs(s1[i]));
+  // A gradient mask: only the chosen tensors get (the same) gradients.
+  model.param_grads = true;
+  model.grad_mask.assign(model.layout().tensors().size(), false);
+  const TensorSpec& key = model.layout().at("blocks.1.att.key.weight");
+  const TensorSpec& emb = model.layout().at("emb.weight");
+  model.grad_mask[model.layout().index(key.name)] = true;
+  model.grad_mask[model.layout().index(emb.name)] = true;
+  model.zero_grads();
+  model.loss(batch.tokens, batch.targets, batch.B, batch.T, {}, true);
+  for (const TensorSpec& s : model.layout().tensors())
+    for (size_t i = s.offset; i < s.offset + s.numel; ++i) {
+      const double expected = (&s == &key || &s == &emb) ? g1[i] : 0.0;
+      ASSERT_NEAR(model.grads[i], expected, 1e-12 + 1e-9 * std::fabs(expected)) << s.name;
+    }
 }
 
 // L2-wrap adds 1e-4 / tokens * max to each counted row's largest logit: the
