@@ -117,7 +117,9 @@ TEST(Rwkv7Batch, RaggedBatchEqualsSeparateCalls) {
   model->forward_batch(items);
   for (size_t i = 0; i < 4; ++i) {
     SCOPED_TRACE(i);
-    if (which[i] != Logits::None) EXPECT_LE(max_abs_diff(got[i], expected[i]), kModeTolerance);
+    if (which[i] != Logits::None) {
+      EXPECT_LE(max_abs_diff(got[i], expected[i]), kModeTolerance);
+    }
     EXPECT_LE(max_abs_diff(batched[i].data(), separate[i].data()), kModeTolerance);
   }
 }
