@@ -10,10 +10,12 @@
 
 #include "core/error.h"
 #include "formats/open.h"
+#include "formats/pth_writer.h"
 #include "runtime/state_file.h"
 #include "runtime/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/lora.h"
 #include "train/model.h"
 #include "train/svg.h"
 #include "train/train_state.h"
@@ -70,7 +72,9 @@ void check_options(const TrainOptions& o) {
 nlohmann::json run_settings(const TrainOptions& o, const TrainConfig& c, const Corpus& corpus,
                             const std::string& tokenizer) {
   return {{"model", c.describe()},
-          {"mode", o.mode == TrainMode::Full ? "full" : "state"},
+          {"mode", o.mode == TrainMode::Full ? "full" : o.mode == TrainMode::State ? "state" : "lora"},
+          {"lora_rank", o.mode == TrainMode::Lora ? o.lora_rank : 0},
+          {"lora_alpha", o.mode == TrainMode::Lora ? o.lora_alpha : 0.0},
           {"data_hash", fmt::format("{:016x}", corpus.hash)},
           {"tokenizer", tokenizer},
           {"ctx_len", o.ctx_len},
@@ -126,7 +130,8 @@ double validate(TrainModel<float>& model, const std::vector<int32_t>& val, const
 TrainMode parse_train_mode(const std::string& name) {
   if (name == "full") return TrainMode::Full;
   if (name == "state") return TrainMode::State;
-  fail("unknown training mode '{}' (full or state)", name);
+  if (name == "lora") return TrainMode::Lora;
+  fail("unknown training mode '{}' (full, state or lora)", name);
 }
 
 TrainReport run_training(TrainOptions o, std::FILE* log) {
@@ -147,19 +152,27 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
 
   const StateShape shape{Arch::V7, uint32_t(cfg.n_layer), uint32_t(cfg.n_embd), uint32_t(cfg.n_head()),
                          uint32_t(cfg.head_size), uint32_t(cfg.n_vocab)};
-  const bool full = o.mode == TrainMode::Full;
+  const bool full = o.mode == TrainMode::Full, lora_mode = o.mode == TrainMode::Lora;
   if (!o.state_in.empty()) {
     const State s = load_state_file(o.state_in, shape, model.state_size()).state;
     std::copy(s.data().begin(), s.data().end(), model.state.begin());
   }
-  model.param_grads = full;
-  std::vector<float>& trained = full ? model.params : model.state;
-  std::vector<float>& trained_grad = full ? model.grads : model.state_grad;
+  std::unique_ptr<Lora<float>> lora;
+  std::vector<float> lora_grad;
+  if (lora_mode) {
+    lora = std::make_unique<Lora<float>>(model.layout(), o.lora_rank, o.lora_alpha, model.params);
+    lora->init(o.seed);
+    lora_grad.assign(lora->adapters.size(), 0.0f);
+    model.grad_mask = lora->grad_mask();
+  }
+  model.param_grads = o.mode != TrainMode::State;
+  std::vector<float>& trained = full ? model.params : lora_mode ? lora->adapters : model.state;
+  std::vector<float>& trained_grad = full ? model.grads : lora_mode ? lora_grad : model.state_grad;
   std::vector<ParamGroup> groups;
   if (full) {
     for (const TensorSpec& s : model.layout().tensors()) groups.push_back({s.offset, s.numel, s.decay, s.lr_scale});
   } else {
-    groups.push_back({0, model.state.size(), false, 1.0f});
+    groups.push_back({0, trained.size(), false, 1.0f});
   }
   AdamW optimizer(o.optim, groups, trained.size());
 
@@ -197,7 +210,9 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
   }
 
   std::fprintf(log, "model %s (%zu parameters); training %s (%zu floats)\n", cfg.describe().c_str(),
-               model.params.size(), full ? "every parameter" : "the initial state", trained.size());
+               model.params.size(),
+               full ? "every parameter" : lora_mode ? "LoRA adapters of the projections" : "the initial state",
+               trained.size());
   std::fprintf(log,
                "data %s: %lld documents, %zu training tokens (%lld windows of %lld), %zu validation tokens; "
                "tokenizer %s\n",
@@ -208,6 +223,8 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
   auto save = [&] {
     if (full) {
       save_pth(o.output, model.layout(), model.params, o.save_dtype);
+    } else if (lora_mode) {
+      write_pth(o.output, lora->to_archive()->tensors());
     } else {
       State s(shape, model.state.size());
       std::copy(model.state.begin(), model.state.end(), s.data().begin());
@@ -237,6 +254,7 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
                  static_cast<long long>(step));
   };
 
+  if (lora) lora->merge_into(model.params);
   if (step == 0) {  // the starting point of the validation curve
     const double v = validate(model, corpus.val, o);
     if (std::isfinite(v)) {
@@ -260,8 +278,10 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
       loss += model.loss(inputs, targets, B, T, loss_options, true) / double(o.accumulate);
     }
     if (!std::isfinite(loss)) fail("the loss became {} at step {}; lower --lr", loss, step + 1);
+    if (lora) lora->gradients(model.grads, lora_grad);
     const double lr = learning_rate(o.optim, step);
     const double norm = optimizer.step(trained, trained_grad, lr);
+    if (lora) lora->merge_into(model.params);  // W0 + s B A with the updated adapters
     ++step;
     report.train.push_back({step, loss, lr, norm});
 

@@ -15,14 +15,15 @@ namespace rwkv::train {
 enum class TrainMode {
   Full,   // every parameter
   State,  // only the initial state (state tuning); the output is a state file
+  Lora,   // LoRA adapters on the projections; the output is an adapter .pth
 };
-TrainMode parse_train_mode(const std::string& name);  // "full" | "state"
+TrainMode parse_train_mode(const std::string& name);  // "full" | "state" | "lora"
 
 struct TrainOptions {
   std::string model;      // input checkpoint (official .pth layout)
   std::string data;       // .jsonl with "text" fields, or a plain text file
   std::string tokenizer;  // "world", "bytes", a path; empty: from the vocabulary size
-  std::string output;     // .pth (full) or state file (state); companion: output + ".trainstate"
+  std::string output;     // .pth (full), state file (state), adapter .pth (lora); companion: output + ".trainstate"
   TrainMode mode = TrainMode::Full;
   int64_t ctx_len = 512;
   int64_t batch = 4;       // sequences per micro-batch
@@ -42,6 +43,8 @@ struct TrainOptions {
   int64_t chunk_len = 16;   // wkv states kept every chunk_len tokens
   int64_t log_every = 1;
   std::string state_in;     // state mode: start from this state file instead of zeros
+  int64_t lora_rank = 32;
+  double lora_alpha = 32;
 };
 
 struct StepRecord {

@@ -19,6 +19,7 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/init.h"
+#include "train/lora.h"
 #include "train/model.h"
 #include "train/optimizer.h"
 #include "train/train_state.h"
@@ -229,6 +230,47 @@ TEST(TrainGrad, AccumulationScaleAndStateOnlyMode) {
       const double expected = (&s == &key || &s == &emb) ? g1[i] : 0.0;
       ASSERT_NEAR(model.grads[i], expected, 1e-12 + 1e-9 * std::fabs(expected)) << s.name;
     }
+}
+
+// LoRA: the adapters' gradients (chain rule through W = W0 + s B A) against
+// central differences, float64, same tolerance as the parameter check.
+TEST(TrainGrad, LoraAdaptersMatchFiniteDifferences) {
+  const TrainConfig cfg = tiny_config();
+  TrainModel<double> model(cfg, 3);
+  randomize(model.layout(), model.params, 21);
+  Lora<double> lora(model.layout(), 3, 5.0, model.params);
+  std::mt19937_64 rng(22);
+  std::uniform_real_distribution<double> u(-0.3, 0.3);
+  for (double& x : lora.adapters) x = u(rng);  // B non-zero, so dA is too
+  model.grad_mask = lora.grad_mask();
+  const Batch batch = random_batch(cfg.n_vocab, 2, 5, 23);
+  auto loss = [&] {
+    lora.merge_into(model.params);
+    return model.loss(batch.tokens, batch.targets, batch.B, batch.T, {}, false);
+  };
+  lora.merge_into(model.params);
+  model.zero_grads();
+  model.loss(batch.tokens, batch.targets, batch.B, batch.T, {}, true);
+  std::vector<double> d(lora.adapters.size());
+  lora.gradients(model.grads, d);
+  // Only the adapted matrices got gradients.
+  const TensorSpec& emb = model.layout().at("emb.weight");
+  for (size_t i = emb.offset; i < emb.offset + emb.numel; ++i) ASSERT_EQ(model.grads[i], 0.0);
+  std::mt19937_64 pick(24);
+  double largest = 0;
+  for (int n = 0; n < 40; ++n) {
+    const size_t i = pick() % d.size();
+    const double saved = lora.adapters[i], h = 1e-5;
+    lora.adapters[i] = saved + h;
+    const double up = loss();
+    lora.adapters[i] = saved - h;
+    const double down = loss();
+    lora.adapters[i] = saved;
+    const double numeric = (up - down) / (2 * h);
+    largest = std::max(largest, std::fabs(numeric));
+    EXPECT_NEAR(d[i], numeric, 1e-7 + 1e-5 * std::fabs(numeric)) << "adapter element " << i;
+  }
+  EXPECT_GT(largest, 1e-4);
 }
 
 // L2-wrap adds 1e-4 / tokens * max to each counted row's largest logit: the
@@ -657,6 +699,60 @@ TEST(TrainCli, BadInputIsAClearError) {
                                 " --tokenizer bytes -o " + q(out));
   EXPECT_EQ(v4.exit_code, 1);
   EXPECT_NE(v4.output.find("official-layout .pth"), std::string::npos) << v4.output;
+}
+
+}  // namespace
+}  // namespace rwkv::train
+
+namespace rwkv::train {
+namespace {
+
+// LoRA training lowers the loss, writes only adapters, and lora-merge gives a
+// checkpoint whose engine logits are the trainer's on the merged weights.
+TEST(TrainCli, LoraTrainsAndMerges) {
+  test::TempDir dir;
+  const std::string model = tiny_pth(dir), text = dir / "t.txt", adapter = dir / "ad.pth", merged = dir / "m.pth";
+  test::write_bytes(text, std::vector<char>(kText, kText + std::strlen(kText)));
+  const auto r = test::run_cli("train --mode lora --lora-rank 4 --lora-alpha 8 -m " + q(model) + " --data " + q(text) +
+                               " --tokenizer bytes --ctx-len 16 --batch 5 --steps 20 --lr 1e-2 --warmup 0 "
+                               "--val-fraction 0 -o " + q(adapter));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto h = history(adapter);
+  EXPECT_LT(h.back().loss, h.front().loss - 0.5) << r.output;
+  const auto ad = open_tensor_archive(adapter);
+  EXPECT_EQ(ad->tensors().size(), 2u * 6u * 2u + 1u);  // A and B for 6 matrices x 2 layers, lora_alpha
+  ASSERT_NE(ad->find("blocks.1.ffn.value.lora_B"), nullptr);
+  EXPECT_EQ(ad->find("blocks.1.ffn.value.lora_B")->shape, (std::vector<int64_t>{32, 4}));
+
+  const auto m = test::run_cli("lora-merge -m " + q(model) + " --lora " + q(adapter) + " -o " + q(merged));
+  ASSERT_EQ(m.exit_code, 0) << m.output;
+  // The trainer's merged weights, from the base and the adapters it saved.
+  const auto base = open_tensor_archive(model);
+  TrainModel<float> trainer(infer_config(*base), 16);
+  load_params(*base, trainer.layout(), trainer.params);
+  Lora<float> lora(trainer.layout(), 4, 8.0, trainer.params);
+  lora.adapters = load_train_state(train_state_path(adapter)).arrays.at("trained");
+  lora.merge_into(trainer.params);
+  std::vector<float> from_file(trainer.layout().size());
+  load_params(*open_tensor_archive(merged), trainer.layout(), from_file);
+  double worst = 0;
+  for (size_t i = 0; i < from_file.size(); ++i) worst = std::max(worst, double(std::fabs(from_file[i] - trainer.params[i])));
+  EXPECT_LE(worst, 1e-6);  // the same float32 products; only the scale's rounding may differ
+  std::vector<int32_t> tokens;
+  for (const char* p = kText; *p && tokens.size() < 20; ++p) tokens.push_back(uint8_t(*p));
+  std::vector<float> ours(tokens.size() * 256), theirs(tokens.size() * 256);
+  trainer.forward_logits(tokens, 1, int64_t(tokens.size()), ours.data());
+  const auto engine = load_model(merged);
+  State state = engine->new_state();
+  engine->forward(tokens, state, Logits::All, theirs);
+  float scale = 0;
+  for (float x : theirs) scale = std::max(scale, std::fabs(x));
+  EXPECT_LE(test::max_abs_diff(ours, theirs), 2e-5f * (1.0f + scale));
+  // Adapters for another shape are refused.
+  const std::string other = tiny_pth(dir, "other.pth", 1);
+  const auto bad = test::run_cli("lora-merge -m " + q(other) + " --lora " + q(adapter) + " -o " + q(dir / "x.pth"));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("does not have"), std::string::npos) << bad.output;
 }
 
 }  // namespace

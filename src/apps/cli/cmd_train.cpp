@@ -6,6 +6,7 @@
 #include "apps/cli/commands.h"
 #include "apps/cli/common.h"
 #include "core/error.h"
+#include "train/lora.h"
 #include "train/trainer.h"
 
 namespace rwkv::cli {
@@ -40,11 +41,15 @@ Runner add_train(CLI::App& app) {
       ->required();
   add_tokenizer_flag(*cmd, o.tokenizer);
   cmd->add_option("-o,--output", o.output,
-                  "Output: .pth checkpoint (full) or state file (--mode state); OUT.trainstate beside it for --resume")
+                  "Output: .pth checkpoint (full), state file (state) or adapter .pth (lora); OUT.trainstate beside it "
+                  "for --resume")
       ->required();
-  cmd->add_option("--mode", f->mode, "full: every parameter; state: only the initial state (state tuning)")
+  cmd->add_option("--mode", f->mode,
+                  "full: every parameter; state: only the initial state (state tuning); lora: LoRA adapters")
       ->capture_default_str()
-      ->check(CLI::IsMember({"full", "state"}));
+      ->check(CLI::IsMember({"full", "state", "lora"}));
+  cmd->add_option("--lora-rank", o.lora_rank, "--mode lora: adapter rank")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--lora-alpha", o.lora_alpha, "--mode lora: adapters scale by alpha / rank")->capture_default_str();
   cmd->add_option("--ctx-len", o.ctx_len, "Tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--accumulate", o.accumulate, "Micro-batches per optimizer step (gradient accumulation)")
@@ -83,6 +88,23 @@ Runner add_train(CLI::App& app) {
   cmd->add_option("--log-every", o.log_every, "Steps between progress lines")->capture_default_str();
   cmd->add_option("--state-in", o.state_in, "--mode state: start from this state file instead of zeros");
   return [f] { return run_train(*f); };
+}
+
+Runner add_lora_merge(CLI::App& app) {
+  auto* cmd = app.add_subcommand("lora-merge", "Merge LoRA adapters (from rwkv train --mode lora) into a checkpoint");
+  struct Flags {
+    std::string model, lora, output, dtype = "fp32";
+  };
+  auto f = std::make_shared<Flags>();
+  cmd->add_option("-m,--model", f->model, "Base checkpoint the adapters were trained on")->required();
+  cmd->add_option("--lora", f->lora, "Adapter .pth")->required();
+  cmd->add_option("-o,--output", f->output, "Merged .pth")->required();
+  cmd->add_option("--dtype", f->dtype, "Stored type")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  return [f] {
+    train::merge_lora_files(f->model, f->lora, f->output, f->dtype == "bf16" ? DType::BF16 : DType::F32);
+    std::fprintf(stderr, "wrote %s\n", f->output.c_str());
+    return 0;
+  };
 }
 
 }  // namespace rwkv::cli

@@ -20,6 +20,7 @@ Runner add_chat(CLI::App& app);
 Runner add_ask(CLI::App& app);
 Runner add_init(CLI::App& app);
 Runner add_train(CLI::App& app);
+Runner add_lora_merge(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_bench(CLI::App& app);

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_ask);
   add(rwkv::cli::add_init);
   add(rwkv::cli::add_train);
+  add(rwkv::cli::add_lora_merge);
   add(rwkv::cli::add_convert);
   add(rwkv::cli::add_quantize);
   add(rwkv::cli::add_bench);
