@@ -1,6 +1,9 @@
 #include "model/layouts.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -78,7 +81,7 @@ class Mapper {
     v.shape = shape;
     v.nbytes = t.nbytes / size_t(parts);
     v.data = t.data + size_t(part) * v.nbytes;
-    out_->add(std::move(v));
+    pending_.push_back(std::move(v));
   }
 
   // A 2-D [a, b] tensor as its [b, a] transpose, or a 3-D [p, a, b] one as
@@ -98,7 +101,7 @@ class Mapper {
         for (int64_t j = 0; j < b; ++j) std::memcpy(d + size_t(j * a + i) * elem, s + size_t(i * b + j) * elem, elem);
     }
     o.data = dst;
-    out_->add(std::move(o));
+    pending_.push_back(std::move(o));
   }
 
   // Values times `factor` (a power of two, so exact), in the same dtype.
@@ -118,7 +121,7 @@ class Mapper {
       }
     }
     o.data = dst;
-    out_->add(std::move(o));
+    pending_.push_back(std::move(o));
   }
 
   // Values through fn (computed in double), stored as f32 with a new shape:
@@ -143,7 +146,7 @@ class Mapper {
         fail("{}: tensor '{}' holds {} at index {}, outside the range its converter writes", path(), t.name, v[i], i);
     }
     o.data = reinterpret_cast<const std::byte*>(dst);
-    out_->add(std::move(o));
+    pending_.push_back(std::move(o));
   }
 
   std::shared_ptr<const TensorArchive> finish() {
@@ -152,6 +155,16 @@ class Mapper {
       if (used_.count(t.name) == 0) unexpected += (unexpected.empty() ? "'" : ", '") + t.name + "'";
     if (!unexpected.empty())
       fail("{}: unexpected tensors in a {} file: {}", path(), layout_name(layout_), unexpected);
+    // The official order, whatever the source's: emb, then block by block
+    // (by number, not as text), then ln_out and head.
+    auto rank = [](const std::string& name) -> int64_t {
+      if (starts_with(name, "emb.")) return -1;
+      if (!starts_with(name, "blocks.")) return INT64_MAX;
+      return std::strtoll(name.c_str() + 7, nullptr, 10);
+    };
+    std::stable_sort(pending_.begin(), pending_.end(),
+                     [&](const TensorInfo& a, const TensorInfo& b) { return rank(a.name) < rank(b.name); });
+    for (TensorInfo& t : pending_) out_->add(std::move(t));
     return out_;
   }
 
@@ -173,6 +186,7 @@ class Mapper {
   std::shared_ptr<const TensorArchive> src_;
   Layout layout_;
   std::shared_ptr<TensorArchive> out_;
+  std::vector<TensorInfo> pending_;  // added to out_ in official order by finish()
   std::set<std::string> used_;
 };
 
@@ -341,7 +355,7 @@ bool check_config(const nlohmann::json& config, const TensorArchive& a, const st
     bool found = false;
     if (list.is_array())
       for (const auto& x : list) found |= x.is_string() && x.get<std::string>() == arch;
-    if (!found) fail("{}: architectures is {}, but the tensors are {}'s", where, list.dump(), arch);
+    if (!found) fail("{}: architectures is {}, expected [\"{}\"] for these tensors", where, list.dump(), arch);
   }
   auto check = [&](const char* key, int64_t value) {
     if (!config.contains(key) || config[key].is_null()) return;

@@ -8,7 +8,7 @@ namespace rwkv::cli {
 Runner add_info(CLI::App& app) {
   auto* cmd = app.add_subcommand("info", "Print a model's version, format and shape");
   auto model_path = std::make_shared<std::string>();
-  cmd->add_option("-m,--model", *model_path, "Model file (.pth, rwkv.cpp .bin)")->required();
+  cmd->add_option("-m,--model", *model_path, "Model file (.pth, rwkv.cpp .bin, GGUF, safetensors)")->required();
   return [model_path] {
     const auto model = load_model(*model_path);
     const ModelConfig& c = model->config();
