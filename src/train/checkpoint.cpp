@@ -91,7 +91,8 @@ void load_params(const TensorArchive& archive, const ParamLayout& layout, std::s
 }
 
 std::shared_ptr<TensorArchive> make_archive(const ParamLayout& layout, std::span<const float> params, DType dtype) {
-  if (dtype != DType::F32 && dtype != DType::BF16) fail("checkpoints are saved as f32 or bf16, not {}", dtype_name(dtype));
+  if (dtype != DType::F32 && dtype != DType::BF16)
+    fail("checkpoints are saved as f32 or bf16, not {}", dtype_name(dtype));
   if (params.size() != layout.size()) fail("make_archive: buffer of {} floats for {}", params.size(), layout.size());
   auto archive = std::make_shared<TensorArchive>();
   archive->format = "pth";

@@ -51,7 +51,8 @@ std::vector<std::string> read_documents(const std::string& path) {
 }  // namespace
 
 Corpus load_corpus(const std::string& path, const Tokenizer& tokenizer, double val_fraction) {
-  if (!(val_fraction >= 0.0 && val_fraction < 1.0)) fail("validation fraction must be in [0, 1) (got {})", val_fraction);
+  if (!(val_fraction >= 0.0 && val_fraction < 1.0))
+    fail("validation fraction must be in [0, 1) (got {})", val_fraction);
   std::vector<std::string> texts = read_documents(path);
   std::erase_if(texts, [](const std::string& t) { return t.empty(); });
   if (texts.empty()) fail("{}: no training text (no document with non-empty text)", path);
@@ -98,9 +99,10 @@ Sampler::Sampler(const std::vector<int32_t>& stream, int64_t ctx_len, uint64_t s
   if (ctx_len <= 0) fail("ctx-len must be positive (got {})", ctx_len);
   n_windows_ = (int64_t(stream.size()) - 1) / ctx_len;
   if (n_windows_ <= 0)
-    fail("ctx-len {} is larger than the training data: a sample needs {} tokens, the training split has {}; "
-         "lower --ctx-len or give more data",
-         ctx_len, ctx_len + 1, stream.size());
+    fail(
+        "ctx-len {} is larger than the training data: a sample needs {} tokens, the training split has {}; "
+        "lower --ctx-len or give more data",
+        ctx_len, ctx_len + 1, stream.size());
 }
 
 void Sampler::sample(int64_t s, int32_t* inputs, int32_t* targets) {

@@ -71,8 +71,8 @@ void init_official(const ParamLayout& layout, std::span<float> params, uint64_t 
     ortho(name, gain * scale);
   };
 
-  for (const TensorSpec& s : layout.tensors()) std::fill(params.begin() + ptrdiff_t(s.offset),
-                                                         params.begin() + ptrdiff_t(s.offset + s.numel), 0.0f);
+  for (const TensorSpec& s : layout.tensors())
+    std::fill(params.begin() + ptrdiff_t(s.offset), params.begin() + ptrdiff_t(s.offset + s.numel), 0.0f);
   {
     std::mt19937_64 rng(next_seed());
     std::uniform_real_distribution<double> u(-1e-4, 1e-4);
@@ -86,7 +86,7 @@ void init_official(const ParamLayout& layout, std::span<float> params, uint64_t 
     fill(p + "ln1.weight", 1.0f);
     fill(p + "ln2.weight", 1.0f);
     const double r01 = L > 1 ? double(l) / double(L - 1) : 0.0;  // 0 to 1
-    const double r10 = 1.0 - double(l) / double(L);               // 1 to almost 0
+    const double r10 = 1.0 - double(l) / double(L);              // 1 to almost 0
     const struct {
       const char* name;
       double power;

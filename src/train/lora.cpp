@@ -27,8 +27,7 @@ Lora<T>::Lora(const ParamLayout& layout, int64_t rank, double alpha, std::span<c
     for (const char* target : kTargets) {
       const std::string prefix = "blocks." + std::to_string(l) + "." + target;
       const TensorSpec& s = layout.at(prefix + ".weight");
-      Entry e{layout.index(s.name), prefix, s.shape[0], s.shape[1], off, off + size_t(rank * s.shape[1]),
-              base_.size()};
+      Entry e{layout.index(s.name), prefix, s.shape[0], s.shape[1], off, off + size_t(rank * s.shape[1]), base_.size()};
       off = e.b + size_t(e.out * rank);
       base_.insert(base_.end(), base.begin() + ptrdiff_t(s.offset), base.begin() + ptrdiff_t(s.offset + s.numel));
       entries_.push_back(std::move(e));
@@ -109,7 +108,8 @@ void merge_lora_files(const std::string& base_path, const std::string& adapter_p
   load_params(*base, layout, params);
   const auto adapter = open_tensor_archive(adapter_path);
   const TensorInfo* alpha_t = adapter->find("lora_alpha");
-  if (alpha_t == nullptr || alpha_t->numel() != 1) fail("{}: no 'lora_alpha' (not an rwkv LoRA adapter file)", adapter_path);
+  if (alpha_t == nullptr || alpha_t->numel() != 1)
+    fail("{}: no 'lora_alpha' (not an rwkv LoRA adapter file)", adapter_path);
   float alpha = 0;
   convert_to_f32(alpha_t->dtype, alpha_t->data, &alpha, 1);
   size_t merged = 0;
@@ -121,7 +121,8 @@ void merge_lora_files(const std::string& base_path, const std::string& adapter_p
     const TensorInfo* b = adapter->find(prefix + ".lora_B");
     const TensorSpec* w = layout.find(prefix + ".weight");
     if (b == nullptr) fail("{}: '{}' has no matching '{}.lora_B'", adapter_path, a.name, prefix);
-    if (w == nullptr) fail("{}: '{}' adapts '{}.weight', which {} does not have", adapter_path, a.name, prefix, base_path);
+    if (w == nullptr)
+      fail("{}: '{}' adapts '{}.weight', which {} does not have", adapter_path, a.name, prefix, base_path);
     const int64_t out = w->shape[0], in = w->shape[1];
     if (a.shape.size() != 2 || b->shape.size() != 2 || a.shape[1] != in || b->shape[0] != out ||
         b->shape[1] != a.shape[0])

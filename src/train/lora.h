@@ -47,7 +47,7 @@ class Lora {
 
  private:
   struct Entry {
-    size_t tensor;  // index in the layout
+    size_t tensor;       // index in the layout
     std::string prefix;  // "blocks.0.att.receptance"
     int64_t out, in;
     size_t a, b;  // offsets into adapters

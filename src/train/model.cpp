@@ -106,8 +106,9 @@ struct TrainModel<T>::Impl {
     const size_t rc = size_t(R * C), rh = size_t(R * H), rr = size_t(R);
     x_layers.assign(size_t(c.n_layer + 1) * rc, T(0));
     for (auto* vec : {&ln0_mean, &ln0_rstd, &ln1_mean, &ln1_rstd, &ln2_mean, &ln2_rstd}) vec->assign(rr, T(0));
-    for (auto* vec : {&v_first, &xn1, &r, &k0, &v0, &k, &v, &wsig, &w, &a, &vg, &g, &kk, &y, &z, &xmid, &xn2, &xk2,
-                      &dx, &dxmid, &dxn, &dr, &dk, &dv, &dw, &da, &dg, &dkk, &dy, &dz, &dv_first, &tmp})
+    for (auto* vec :
+         {&v_first, &xn1, &r,  &k0,    &v0,  &k,  &v,  &wsig, &w,  &a,  &vg, &g,   &kk, &y,  &z,        &xmid,
+          &xn2,     &xk2, &dx, &dxmid, &dxn, &dr, &dk, &dv,   &dw, &da, &dg, &dkk, &dy, &dz, &dv_first, &tmp})
       vec->assign(rc, T(0));
     for (auto* vec : {&kk_norm, &gn_mean, &gn_rstd, &bonus}) vec->assign(rh, T(0));
     mix.assign(6 * rc, T(0));
@@ -237,8 +238,7 @@ struct TrainModel<T>::Impl {
         const T inv = T(1) / std::max(norm, T(kNormalizeEps));
         for (int64_t j = 0; j < N; ++j) kk[size_t(o + j)] *= inv;
       }
-    for (int64_t i = 0; i < R * C; ++i)
-      k[size_t(i)] = k0[size_t(i)] * (T(1) + (a[size_t(i)] - T(1)) * P.k_a[i % C]);
+    for (int64_t i = 0; i < R * C; ++i) k[size_t(i)] = k0[size_t(i)] * (T(1) + (a[size_t(i)] - T(1)) * P.k_a[i % C]);
 
     // the recurrence, one (sequence, head) per task
     parallel_for(B * H, [&](int64_t bh) {
@@ -308,8 +308,8 @@ struct TrainModel<T>::Impl {
       shift_mix_backward(xn2.data(), st + C + H * N * N, mus, dm, 1, dxn.data(), dmus, dst_ffn);
     }
     for (int64_t row = 0; row < R; ++row)
-      ln_backward(&xmid[size_t(row * C)], ln2_mean[size_t(row)], ln2_rstd[size_t(row)], P.ln2_w,
-                  &dxn[size_t(row * C)], C, &dxmid[size_t(row * C)], G.ln2_w, G.ln2_b);
+      ln_backward(&xmid[size_t(row * C)], ln2_mean[size_t(row)], ln2_rstd[size_t(row)], P.ln2_w, &dxn[size_t(row * C)],
+                  C, &dxmid[size_t(row * C)], G.ln2_w, G.ln2_b);
 
     // ---- time mix: xmid = x_in + (z g) Wo^T
     for (size_t i = 0; i < rc; ++i) tmp[i] = z[i] * g[i];
@@ -335,8 +335,8 @@ struct TrainModel<T>::Impl {
           dk[u] = dbon * r[u] * rk;
           if (G.r_k) G.r_k[hh * N + j] += dbon * r[u] * k[u];
         }
-        ln_backward(&y[o], gn_mean[rh], gn_rstd[rh], P.ln_x_w + hh * N, &dz[o], N, &dy[o], G.ln_x_w ? G.ln_x_w + hh * N : nullptr,
-                    G.ln_x_b ? G.ln_x_b + hh * N : nullptr);
+        ln_backward(&y[o], gn_mean[rh], gn_rstd[rh], P.ln_x_w + hh * N, &dz[o], N, &dy[o],
+                    G.ln_x_w ? G.ln_x_w + hh * N : nullptr, G.ln_x_b ? G.ln_x_b + hh * N : nullptr);
       }
 
     // the recurrence, backwards through each chunk from its saved state
@@ -444,8 +444,13 @@ struct TrainModel<T>::Impl {
     const int64_t b = bh / H, hh = bh % H;
     const int64_t L = m.chunk_len_;
     const size_t nn = static_cast<size_t>(NN), n = static_cast<size_t>(N);
-    std::vector<T> states(static_cast<size_t>(L + 1) * nn);  // states[s] = state before token t0 + s
-    std::vector<T> dS(nn, T(0)), Gm(nn), sa(n), dsa(n), bk(n), scratch(n);
+    // Per-thread scratch, kept between calls: states alone is (L + 1) N^2 floats,
+    // large enough that allocating it per call costs page faults.
+    thread_local std::vector<T> states, dS, Gm, sa, dsa, bk, scratch;
+    states.resize(static_cast<size_t>(L + 1) * nn);  // states[s] = state before token t0 + s
+    dS.assign(nn, T(0));
+    Gm.resize(nn);
+    for (auto* v : {&sa, &dsa, &bk, &scratch}) v->resize(n);
     const T* saved = ckpt.data() + size_t(bh * n_chunks * NN);
     for (int64_t ch = n_chunks - 1; ch >= 0; --ch) {
       const int64_t t0 = ch * L, t1 = std::min(Tn, t0 + L);
@@ -646,8 +651,7 @@ double TrainModel<T>::loss(std::span<const int32_t> tokens, std::span<const int3
     if (!backward) continue;
     // logits = x head^T: dhead += dlogits^T x, dx = dlogits head
     s.head_dx.resize(size_t(kHeadBlock * C));
-    linear_backward(s.head_x.data(), P.head, s.head_logits.data(), n, C, V, G.head,
-                    s.head_dx.data(), T(0));
+    linear_backward(s.head_x.data(), P.head, s.head_logits.data(), n, C, V, G.head, s.head_dx.data(), T(0));
     for (int64_t i = 0; i < n; ++i) {
       const int64_t row = r0 + i;
       ln_backward(xf + row * C, s.ln_out_mean[size_t(row)], s.ln_out_rstd[size_t(row)], P.ln_out_w,
@@ -669,8 +673,8 @@ double TrainModel<T>::loss(std::span<const int32_t> tokens, std::span<const int3
     for (int64_t row = 0; row < R; ++row) {
       std::fill(de.begin(), de.end(), T(0));
       const int64_t tok = tokens[size_t(row)];
-      ln_backward(P.emb + tok * C, s.ln0_mean[size_t(row)], s.ln0_rstd[size_t(row)], P.ln0_w, &s.dx[size_t(row * C)],
-                  C, de.data(), G.ln0_w, G.ln0_b);
+      ln_backward(P.emb + tok * C, s.ln0_mean[size_t(row)], s.ln0_rstd[size_t(row)], P.ln0_w, &s.dx[size_t(row * C)], C,
+                  de.data(), G.ln0_w, G.ln0_b);
       if (G.emb)
         for (int64_t i = 0; i < C; ++i) G.emb[tok * C + i] += de[size_t(i)];
     }

@@ -5,6 +5,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "train/parallel.h"
 
 namespace rwkv::train {
 
@@ -17,9 +18,12 @@ LrSchedule parse_lr_schedule(const std::string& name) {
 
 std::string lr_schedule_name(LrSchedule s) {
   switch (s) {
-    case LrSchedule::Cosine: return "cosine";
-    case LrSchedule::Linear: return "linear";
-    case LrSchedule::Constant: return "constant";
+    case LrSchedule::Cosine:
+      return "cosine";
+    case LrSchedule::Linear:
+      return "linear";
+    case LrSchedule::Constant:
+      return "constant";
   }
   return "?";
 }
@@ -43,13 +47,30 @@ double learning_rate(const OptimConfig& c, int64_t step) {
 AdamW::AdamW(OptimConfig config, std::vector<ParamGroup> groups, size_t n_params)
     : m(n_params, 0.0f), v(n_params, 0.0f), config_(config), groups_(std::move(groups)) {
   for (const ParamGroup& g : groups_)
-    if (g.offset + g.count > n_params) fail("optimizer group [{}, +{}) past {} parameters", g.offset, g.count, n_params);
+    if (g.offset + g.count > n_params)
+      fail("optimizer group [{}, +{}) past {} parameters", g.offset, g.count, n_params);
 }
 
 double AdamW::step(std::span<float> params, std::span<float> grads, double lr) {
-  double sq = 0.0;
+  // Work in fixed blocks so the threads' partial sums, and so the norm, do
+  // not depend on the number of threads (resumed runs must be bit-identical).
+  constexpr size_t kBlock = 1 << 16;
+  struct Block {
+    size_t begin, end;
+    const ParamGroup* group;
+  };
+  std::vector<Block> blocks;
   for (const ParamGroup& g : groups_)
-    for (size_t i = g.offset; i < g.offset + g.count; ++i) sq += double(grads[i]) * double(grads[i]);
+    for (size_t b = g.offset; b < g.offset + g.count; b += kBlock)
+      blocks.push_back({b, std::min(b + kBlock, g.offset + g.count), &g});
+  std::vector<double> partial(blocks.size(), 0.0);
+  parallel_for(int64_t(blocks.size()), [&](int64_t i) {
+    double sq = 0.0;
+    for (size_t j = blocks[size_t(i)].begin; j < blocks[size_t(i)].end; ++j) sq += double(grads[j]) * double(grads[j]);
+    partial[size_t(i)] = sq;
+  });
+  double sq = 0.0;
+  for (double p : partial) sq += p;
   const double norm = std::sqrt(sq);
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
   double clip = 1.0;
@@ -58,10 +79,11 @@ double AdamW::step(std::span<float> params, std::span<float> grads, double lr) {
   const double b1 = config_.beta1, b2 = config_.beta2;
   const double c1 = 1.0 - std::pow(b1, double(steps_taken));
   const double c2 = 1.0 - std::pow(b2, double(steps_taken));
-  for (const ParamGroup& g : groups_) {
-    const double glr = lr * g.lr_scale;
-    const double wd = g.decay ? config_.weight_decay : 0.0;
-    for (size_t i = g.offset; i < g.offset + g.count; ++i) {
+  parallel_for(int64_t(blocks.size()), [&](int64_t bi) {
+    const Block& blk = blocks[size_t(bi)];
+    const double glr = lr * blk.group->lr_scale;
+    const double wd = blk.group->decay ? config_.weight_decay : 0.0;
+    for (size_t i = blk.begin; i < blk.end; ++i) {
       const double grad = double(grads[i]) * clip;
       const double mi = b1 * double(m[i]) + (1 - b1) * grad;
       const double vi = b2 * double(v[i]) + (1 - b2) * grad * grad;
@@ -71,7 +93,7 @@ double AdamW::step(std::span<float> params, std::span<float> grads, double lr) {
       const double update = (mi / c1) / (std::sqrt(vi / c2) + config_.eps) + wd * double(params[i]);
       params[i] = float(double(params[i]) - glr * update);
     }
-  }
+  });
   return norm;
 }
 

@@ -40,8 +40,8 @@ void TrainConfig::validate() const {
 }
 
 std::string TrainConfig::describe() const {
-  return fmt::format("L{} C{} head_size {} V{} F{} lora w{} a{} v{} g{}", n_layer, n_embd, head_size, n_vocab,
-                     dim_ffn, lora_w, lora_a, lora_v, lora_g);
+  return fmt::format("L{} C{} head_size {} V{} F{} lora w{} a{} v{} g{}", n_layer, n_embd, head_size, n_vocab, dim_ffn,
+                     lora_w, lora_a, lora_v, lora_g);
 }
 
 ParamLayout::ParamLayout(const TrainConfig& config) : config_(config) {

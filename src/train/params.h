@@ -14,10 +14,10 @@ namespace rwkv::train {
 
 struct TrainConfig {
   int64_t n_layer = 0;
-  int64_t n_embd = 0;     // C
-  int64_t head_size = 64; // N; n_head = C / N
-  int64_t n_vocab = 0;    // V
-  int64_t dim_ffn = 0;    // F (official x070: 4 C)
+  int64_t n_embd = 0;      // C
+  int64_t head_size = 64;  // N; n_head = C / N
+  int64_t n_vocab = 0;     // V
+  int64_t dim_ffn = 0;     // F (official x070: 4 C)
   // LoRA ranks of the decay (w), in-context learning rate (a), value residual (v) and gate (g).
   int64_t lora_w = 0, lora_a = 0, lora_v = 0, lora_g = 0;
 

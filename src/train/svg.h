@@ -9,8 +9,8 @@ namespace rwkv::train {
 
 struct Series {
   std::string name;
-  std::string color;                               // any SVG colour, e.g. "#1f77b4"
-  std::vector<std::pair<double, double>> points;   // (step, loss)
+  std::string color;                              // any SVG colour, e.g. "#1f77b4"
+  std::vector<std::pair<double, double>> points;  // (step, loss)
 };
 
 // The chart as SVG text: axes with their ranges, one polyline per series

@@ -1,12 +1,12 @@
 #include "train/trainer.h"
 
+#include <fmt/format.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
-
-#include <fmt/format.h>
 
 #include "core/error.h"
 #include "formats/open.h"
@@ -72,7 +72,9 @@ void check_options(const TrainOptions& o) {
 nlohmann::json run_settings(const TrainOptions& o, const TrainConfig& c, const Corpus& corpus,
                             const std::string& tokenizer) {
   return {{"model", c.describe()},
-          {"mode", o.mode == TrainMode::Full ? "full" : o.mode == TrainMode::State ? "state" : "lora"},
+          {"mode", o.mode == TrainMode::Full    ? "full"
+                   : o.mode == TrainMode::State ? "state"
+                                                : "lora"},
           {"lora_rank", o.mode == TrainMode::Lora ? o.lora_rank : 0},
           {"lora_alpha", o.mode == TrainMode::Lora ? o.lora_alpha : 0.0},
           {"data_hash", fmt::format("{:016x}", corpus.hash)},
@@ -100,7 +102,8 @@ double validate(TrainModel<float>& model, const std::vector<int32_t>& val, const
   const int64_t n = int64_t(val.size());
   if (n < 2 || o.val_batches == 0) return NAN;
   std::vector<int64_t> starts;
-  for (int64_t s = 0; s + 1 < n && int64_t(starts.size()) < o.val_batches * o.batch; s += o.ctx_len) starts.push_back(s);
+  for (int64_t s = 0; s + 1 < n && int64_t(starts.size()) < o.val_batches * o.batch; s += o.ctx_len)
+    starts.push_back(s);
   double sum = 0.0;
   int64_t count = 0;
   std::vector<int32_t> in, tg;
@@ -150,8 +153,12 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
   load_params(*archive, model.layout(), model.params);
   archive.reset();
 
-  const StateShape shape{Arch::V7, uint32_t(cfg.n_layer), uint32_t(cfg.n_embd), uint32_t(cfg.n_head()),
-                         uint32_t(cfg.head_size), uint32_t(cfg.n_vocab)};
+  const StateShape shape{Arch::V7,
+                         uint32_t(cfg.n_layer),
+                         uint32_t(cfg.n_embd),
+                         uint32_t(cfg.n_head()),
+                         uint32_t(cfg.head_size),
+                         uint32_t(cfg.n_vocab)};
   const bool full = o.mode == TrainMode::Full, lora_mode = o.mode == TrainMode::Lora;
   if (!o.state_in.empty()) {
     const State s = load_state_file(o.state_in, shape, model.state_size()).state;
@@ -199,10 +206,12 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
     samples = st.info.at("samples").get<int64_t>();
     optimizer.steps_taken = st.info.at("adam_steps").get<int64_t>();
     for (const auto& r : st.info.at("history"))
-      report.train.push_back({r.at(0).get<int64_t>(), r.at(1).get<double>(), r.at(2).get<double>(), r.at(3).get<double>()});
+      report.train.push_back(
+          {r.at(0).get<int64_t>(), r.at(1).get<double>(), r.at(2).get<double>(), r.at(3).get<double>()});
     for (const auto& r : st.info.at("val")) report.val.push_back({r.at(0).get<int64_t>(), r.at(1).get<double>()});
     if (st.info.at("steps").get<int64_t>() != o.steps)
-      std::fprintf(log, "note: --steps changed from %lld to %lld: the learning-rate schedule differs from the first run's\n",
+      std::fprintf(log,
+                   "note: --steps changed from %lld to %lld: the learning-rate schedule differs from the first run's\n",
                    static_cast<long long>(st.info.at("steps").get<int64_t>()), static_cast<long long>(o.steps));
     std::fprintf(log, "resuming %s at step %lld\n", companion.c_str(), static_cast<long long>(step));
   } else if (o.resume) {
@@ -211,7 +220,9 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
 
   std::fprintf(log, "model %s (%zu parameters); training %s (%zu floats)\n", cfg.describe().c_str(),
                model.params.size(),
-               full ? "every parameter" : lora_mode ? "LoRA adapters of the projections" : "the initial state",
+               full        ? "every parameter"
+               : lora_mode ? "LoRA adapters of the projections"
+                           : "the initial state",
                trained.size());
   std::fprintf(log,
                "data %s: %lld documents, %zu training tokens (%lld windows of %lld), %zu validation tokens; "

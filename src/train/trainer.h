@@ -39,10 +39,10 @@ struct TrainOptions {
   int64_t stop_after = 0;   // stop (with a checkpoint) after this many steps of this invocation; 0: never
   bool resume = false;      // continue from output's companion file
   DType save_dtype = DType::F32;
-  std::string svg;          // loss curves; empty: output + ".svg"
-  int64_t chunk_len = 16;   // wkv states kept every chunk_len tokens
+  std::string svg;         // loss curves; empty: output + ".svg"
+  int64_t chunk_len = 16;  // wkv states kept every chunk_len tokens
   int64_t log_every = 1;
-  std::string state_in;     // state mode: start from this state file instead of zeros
+  std::string state_in;  // state mode: start from this state file instead of zeros
   int64_t lora_rank = 32;
   double lora_alpha = 32;
 };

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -341,7 +341,6 @@ TEST(TrainForward, BadTokensAndShapesAreErrors) {
   EXPECT_THROW(TrainModel<float>(c, 4), Error);
 }
 
-
 // ---- optimizer ---------------------------------------------------------------
 
 TEST(TrainOptim, LearningRateWarmupThenCosineOrLinear) {
@@ -418,8 +417,8 @@ TEST(TrainInit, OfficialShapesValuesAndOrthogonality) {
   EXPECT_FLOAT_EQ(t("blocks.1.att.k_a")[n], 1.02f);
   EXPECT_FLOAT_EQ(t("blocks.1.att.r_k")[n], -0.04f);
   EXPECT_NEAR(t("blocks.1.att.ln_x.weight")[0], std::pow(2.0 / 3, 0.7), 1e-6);
-  for (const char* zero : {"blocks.2.att.w1", "blocks.2.att.output.weight", "blocks.2.ffn.value.weight",
-                           "blocks.0.ln1.bias"}) {
+  for (const char* zero :
+       {"blocks.2.att.w1", "blocks.2.att.output.weight", "blocks.2.ffn.value.weight", "blocks.0.ln1.bias"}) {
     const TensorSpec& s = layout.at(zero);
     for (size_t i = 0; i < s.numel; ++i) ASSERT_EQ(p[s.offset + i], 0.0f) << zero;
   }
@@ -443,8 +442,8 @@ TEST(TrainInit, OfficialShapesValuesAndOrthogonality) {
   };
   check_ortho("blocks.0.att.receptance.weight", 1.0);
   check_ortho("blocks.0.att.key.weight", 0.1);
-  check_ortho("blocks.1.att.w2", 0.1);               // [32, 64]: wide, gain 0.1
-  check_ortho("blocks.1.ffn.key.weight", 1.0);       // [256, 64]: tall
+  check_ortho("blocks.1.att.w2", 0.1);          // [32, 64]: wide, gain 0.1
+  check_ortho("blocks.1.ffn.key.weight", 1.0);  // [256, 64]: tall
   check_ortho("head.weight", 0.5 * std::sqrt(100.0 / 64));
   // The same seed gives the same model; another seed another one.
   std::vector<float> again(layout.size()), other(layout.size());
@@ -514,7 +513,8 @@ TEST(TrainCli, TinyModelOverfitsAShortText) {
   test::TempDir dir;
   const std::string model = tiny_pth(dir), text = dir / "short.txt", out = dir / "of.pth";
   test::write_bytes(text, std::vector<char>(kText, kText + std::strlen(kText)));
-  const auto r = test::run_cli("train -m " + q(model) + " --data " + q(text) + " --tokenizer bytes --ctx-len 32 "
+  const auto r = test::run_cli("train -m " + q(model) + " --data " + q(text) +
+                               " --tokenizer bytes --ctx-len 32 "
                                "--batch 4 --steps 80 --lr 1e-2 --lr-final 1e-3 --warmup 5 --val-fraction 0 -o " +
                                q(out) + " --log-every 20");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -528,8 +528,10 @@ TEST(TrainCli, TinyModelOverfitsAShortText) {
   const auto svg = test::read_bytes(out + ".svg");
   EXPECT_NE(std::string(svg.begin(), svg.end()).find("<polyline"), std::string::npos);
   // Greedy generation from the trained model continues the text.
-  const auto g = test::run_cli("generate -m " + q(out) + " --tokenizer bytes -p 'RWKV is an' -n 12 --temperature 0 "
-                               "--presence-penalty 0 --frequency-penalty 0", true);
+  const auto g = test::run_cli("generate -m " + q(out) +
+                                   " --tokenizer bytes -p 'RWKV is an' -n 12 --temperature 0 "
+                                   "--presence-penalty 0 --frequency-penalty 0",
+                               true);
   EXPECT_EQ(g.output.substr(0, 12), " RNN with tr") << g.output;
 }
 
@@ -599,8 +601,8 @@ TEST(TrainCli, TrainedCheckpointLoadsInTheEngine) {
   test::TempDir dir;
   const std::string model = tiny_pth(dir), text = dir / "t.txt", out = dir / "o.pth", out16 = dir / "o16.pth";
   test::write_bytes(text, std::vector<char>(kText, kText + std::strlen(kText)));
-  const std::string common = "train -m " + q(model) + " --data " + q(text) +
-                             " --tokenizer bytes --ctx-len 16 --batch 2 --steps 5 --lr 1e-2 ";
+  const std::string common =
+      "train -m " + q(model) + " --data " + q(text) + " --tokenizer bytes --ctx-len 16 --batch 2 --steps 5 --lr 1e-2 ";
   ASSERT_EQ(test::run_cli(common + "-o " + q(out)).exit_code, 0);
   ASSERT_EQ(test::run_cli(common + "-o " + q(out16) + " --save-dtype bf16").exit_code, 0);
 
@@ -637,11 +639,14 @@ TEST(TrainCli, StateTuningWritesAStateFile) {
   const std::string other = dir / "other.txt", other_text = "abcdefghijklmnopqrstuvwxyz 0123456789 ";
   test::write_bytes(other, std::vector<char>(other_text.begin(), other_text.end()));
   ASSERT_EQ(test::run_cli("train -m " + q(init) + " --data " + q(other) + " --tokenizer bytes --ctx-len 16 " +
-                          "--steps 30 --lr 1e-2 --val-fraction 0 -o " + q(model)).exit_code, 0);
+                          "--steps 30 --lr 1e-2 --val-fraction 0 -o " + q(model))
+                .exit_code,
+            0);
   const auto before = test::read_bytes(model);
   const auto r = test::run_cli("train --mode state -m " + q(model) + " --data " + q(text) +
                                " --tokenizer bytes --ctx-len 16 --batch 5 --steps 30 --lr 1 --warmup 0 "
-                               "--val-fraction 0 -o " + q(out));
+                               "--val-fraction 0 -o " +
+                               q(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // Each batch is all 5 windows of the text, so the losses are comparable
   // (measured: 7.12 at step 1, 6.89 at step 30).
@@ -685,13 +690,22 @@ TEST(TrainCli, BadInputIsAClearError) {
   // a state file of another model shape
   const std::string other = tiny_pth(dir, "other.pth", 1), other_state = dir / "other.state";
   ASSERT_EQ(test::run_cli("train --mode state -m " + q(other) + " --data " + q(text) +
-                          " --tokenizer bytes --ctx-len 16 --steps 1 -o " + q(other_state)).exit_code, 0);
-  expect_error("--mode state --data " + q(text) + " --ctx-len 16 --state-in " + q(other_state), "saved for another model");
+                          " --tokenizer bytes --ctx-len 16 --steps 1 -o " + q(other_state))
+                .exit_code,
+            0);
+  expect_error("--mode state --data " + q(text) + " --ctx-len 16 --state-in " + q(other_state),
+               "saved for another model");
   // resuming a run of another model shape
-  ASSERT_EQ(test::run_cli("train -m " + q(other) + " --data " + q(text) + " --tokenizer bytes --ctx-len 16 "
-                          "--steps 2 --stop-after 1 -o " + q(dir / "r.pth")).exit_code, 0);
-  const auto r = test::run_cli("train -m " + q(model) + " --data " + q(text) + " --tokenizer bytes --ctx-len 16 "
-                               "--steps 2 --resume -o " + q(dir / "r.pth"));
+  ASSERT_EQ(test::run_cli("train -m " + q(other) + " --data " + q(text) +
+                          " --tokenizer bytes --ctx-len 16 "
+                          "--steps 2 --stop-after 1 -o " +
+                          q(dir / "r.pth"))
+                .exit_code,
+            0);
+  const auto r = test::run_cli("train -m " + q(model) + " --data " + q(text) +
+                               " --tokenizer bytes --ctx-len 16 "
+                               "--steps 2 --resume -o " +
+                               q(dir / "r.pth"));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("cannot resume: model was"), std::string::npos) << r.output;
   // not an RWKV-7 .pth
@@ -715,7 +729,8 @@ TEST(TrainCli, LoraTrainsAndMerges) {
   test::write_bytes(text, std::vector<char>(kText, kText + std::strlen(kText)));
   const auto r = test::run_cli("train --mode lora --lora-rank 4 --lora-alpha 8 -m " + q(model) + " --data " + q(text) +
                                " --tokenizer bytes --ctx-len 16 --batch 5 --steps 20 --lr 1e-2 --warmup 0 "
-                               "--val-fraction 0 -o " + q(adapter));
+                               "--val-fraction 0 -o " +
+                               q(adapter));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto h = history(adapter);
   EXPECT_LT(h.back().loss, h.front().loss - 0.5) << r.output;
@@ -736,7 +751,8 @@ TEST(TrainCli, LoraTrainsAndMerges) {
   std::vector<float> from_file(trainer.layout().size());
   load_params(*open_tensor_archive(merged), trainer.layout(), from_file);
   double worst = 0;
-  for (size_t i = 0; i < from_file.size(); ++i) worst = std::max(worst, double(std::fabs(from_file[i] - trainer.params[i])));
+  for (size_t i = 0; i < from_file.size(); ++i)
+    worst = std::max(worst, double(std::fabs(from_file[i] - trainer.params[i])));
   EXPECT_LE(worst, 1e-6);  // the same float32 products; only the scale's rounding may differ
   std::vector<int32_t> tokens;
   for (const char* p = kText; *p && tokens.size() < 20; ++p) tokens.push_back(uint8_t(*p));

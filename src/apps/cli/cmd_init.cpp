@@ -37,8 +37,12 @@ Runner add_init(CLI::App& app) {
   auto o = std::make_shared<InitOptions>();
   cmd->add_option("-o,--output", o->output, "Output .pth file")->required();
   cmd->add_option("--n-layer", o->n_layer, "Layers")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--n-embd", o->n_embd, "Embedding size (a multiple of --head-size)")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--vocab", o->vocab, "Vocabulary size (65536 for World, 256 for bytes)")->required()->check(CLI::PositiveNumber);
+  cmd->add_option("--n-embd", o->n_embd, "Embedding size (a multiple of --head-size)")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--vocab", o->vocab, "Vocabulary size (65536 for World, 256 for bytes)")
+      ->required()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--head-size", o->head_size, "Head size")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "Stored type")->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));

@@ -48,14 +48,18 @@ Runner add_train(CLI::App& app) {
                   "full: every parameter; state: only the initial state (state tuning); lora: LoRA adapters")
       ->capture_default_str()
       ->check(CLI::IsMember({"full", "state", "lora"}));
-  cmd->add_option("--lora-rank", o.lora_rank, "--mode lora: adapter rank")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--lora-rank", o.lora_rank, "--mode lora: adapter rank")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--lora-alpha", o.lora_alpha, "--mode lora: adapters scale by alpha / rank")->capture_default_str();
   cmd->add_option("--ctx-len", o.ctx_len, "Tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--accumulate", o.accumulate, "Micro-batches per optimizer step (gradient accumulation)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--steps", o.steps, "Optimizer steps of the whole run")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--steps", o.steps, "Optimizer steps of the whole run")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o.optim.lr_init, "Initial learning rate (after warm-up)")->capture_default_str();
   cmd->add_option("--lr-final", o.optim.lr_final, "Final learning rate")->capture_default_str();
   cmd->add_option("--lr-schedule", f->schedule, "Decay after warm-up")
@@ -67,14 +71,16 @@ Runner add_train(CLI::App& app) {
   cmd->add_option("--adam-eps", o.optim.eps, "Adam epsilon")->capture_default_str();
   cmd->add_option("--weight-decay", o.optim.weight_decay, "AdamW weight decay (matrices named *.weight only)")
       ->capture_default_str();
-  cmd->add_option("--grad-clip", o.optim.grad_clip, "Clip the gradient's global L2 norm (0: off)")->capture_default_str();
+  cmd->add_option("--grad-clip", o.optim.grad_clip, "Clip the gradient's global L2 norm (0: off)")
+      ->capture_default_str();
   cmd->add_flag("--no-l2wrap", f->no_l2wrap, "Turn off the official L2-wrap of the largest logit");
   cmd->add_option("--seed", o.seed, "Seed of the sample order")->capture_default_str();
   cmd->add_option("--val-fraction", o.val_fraction, "Share of the data held out for validation")->capture_default_str();
   cmd->add_option("--val-every", o.val_every, "Steps between validations (0: about 10 per run)")->capture_default_str();
   cmd->add_option("--val-batches", o.val_batches, "Batches of validation windows evaluated at most")
       ->capture_default_str();
-  cmd->add_option("--save-every", o.save_every, "Steps between checkpoints (0: at the end only)")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "Steps between checkpoints (0: at the end only)")
+      ->capture_default_str();
   cmd->add_option("--stop-after", o.stop_after, "Stop after this many steps of this run, with a checkpoint")
       ->capture_default_str();
   cmd->add_flag("--resume", o.resume, "Continue the run saved in OUT.trainstate exactly");
