@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev libhwy-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch   # test fixtures and reference checks
+  libopenmpi-dev openmpi-bin            # optional: data-parallel rwkv train under mpirun
 )
 
 missing=()

@@ -15,6 +15,7 @@
 #include "runtime/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/distributed.h"
 #include "train/lora.h"
 #include "train/model.h"
 #include "train/svg.h"
@@ -93,7 +94,8 @@ nlohmann::json run_settings(const TrainOptions& o, const TrainConfig& c, const C
           {"weight_decay", o.optim.weight_decay},
           {"grad_clip", o.optim.grad_clip},
           {"l2wrap", o.l2wrap},
-          {"val_fraction", o.val_fraction}};
+          {"val_fraction", o.val_fraction},
+          {"processes", Distributed::get().size()}};
 }
 
 // Mean loss over (at most val_batches batches of) ctx_len windows of the
@@ -139,6 +141,14 @@ TrainMode parse_train_mode(const std::string& name) {
 
 TrainReport run_training(TrainOptions o, std::FILE* log) {
   check_options(o);
+  // Under mpirun every process trains; process 0 alone logs and writes files.
+  const Distributed& dist = Distributed::get();
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(nullptr, std::fclose);
+  if (!dist.leader()) {
+    quiet.reset(std::fopen("/dev/null", "w"));
+    if (!quiet) fail("cannot open /dev/null");
+    log = quiet.get();
+  }
   o.optim.total_steps = o.steps;
   if (o.val_every == 0) o.val_every = std::max<int64_t>(1, o.steps / 10);
   if (o.svg.empty()) o.svg = o.output + ".svg";
@@ -224,6 +234,9 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
                : lora_mode ? "LoRA adapters of the projections"
                            : "the initial state",
                trained.size());
+  if (dist.size() > 1)
+    std::fprintf(log, "data parallel over %d processes: %lld sequences per step\n", dist.size(),
+                 static_cast<long long>(o.batch * o.accumulate * dist.size()));
   std::fprintf(log,
                "data %s: %lld documents, %zu training tokens (%lld windows of %lld), %zu validation tokens; "
                "tokenizer %s\n",
@@ -232,6 +245,7 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
                tokenizer->name().c_str());
 
   auto save = [&] {
+    if (!dist.leader()) return;
     if (full) {
       save_pth(o.output, model.layout(), model.params, o.save_dtype);
     } else if (lora_mode) {
@@ -285,11 +299,16 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
     model.zero_grads();
     double loss = 0.0;
     for (int64_t micro = 0; micro < o.accumulate; ++micro) {
-      for (int64_t b = 0; b < B; ++b) sampler.sample(samples++, &inputs[size_t(b * T)], &targets[size_t(b * T)]);
+      // The step's sequences are split between the processes: this one's share of the micro-batch.
+      const int64_t first = samples + (micro * dist.size() + dist.rank()) * B;
+      for (int64_t b = 0; b < B; ++b) sampler.sample(first + b, &inputs[size_t(b * T)], &targets[size_t(b * T)]);
       loss += model.loss(inputs, targets, B, T, loss_options, true) / double(o.accumulate);
     }
-    if (!std::isfinite(loss)) fail("the loss became {} at step {}; lower --lr", loss, step + 1);
+    samples += B * o.accumulate * dist.size();
     if (lora) lora->gradients(model.grads, lora_grad);
+    dist.mean(trained_grad);
+    loss = dist.mean(loss);
+    if (!std::isfinite(loss)) fail("the loss became {} at step {}; lower --lr", loss, step + 1);
     const double lr = learning_rate(o.optim, step);
     const double norm = optimizer.step(trained, trained_grad, lr);
     if (lora) lora->merge_into(model.params);  // W0 + s B A with the updated adapters
@@ -301,7 +320,8 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
     if (o.log_every > 0 && (step % o.log_every == 0 || step == o.steps))
       std::fprintf(log, "step %lld/%lld  loss %.4f  lr %.2e  |g| %.3g  %.0f tok/s  ETA %s\n",
                    static_cast<long long>(step), static_cast<long long>(o.steps), loss, lr, norm,
-                   double(B * T * o.accumulate) / per_step, duration(per_step * double(o.steps - step)).c_str());
+                   double(B * T * o.accumulate * dist.size()) / per_step,
+                   duration(per_step * double(o.steps - step)).c_str());
     if (step % o.val_every == 0 || step == o.steps) {
       const double v = validate(model, corpus.val, o);
       if (std::isfinite(v)) {
@@ -310,10 +330,12 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
       }
     }
     std::fflush(log);
-    const bool stop = (o.stop_after > 0 && step - first_step >= o.stop_after) || g_interrupted.load();
+    // Every process must stop at the same step, whichever saw the signal.
+    const bool interrupted = dist.any(g_interrupted.load());
+    const bool stop = (o.stop_after > 0 && step - first_step >= o.stop_after) || interrupted;
     if (stop && step < o.steps) {
       stopped = true;
-      if (g_interrupted.load()) std::fprintf(log, "interrupted at step %lld\n", static_cast<long long>(step));
+      if (interrupted) std::fprintf(log, "interrupted at step %lld\n", static_cast<long long>(step));
       break;
     }
     if (o.save_every > 0 && step % o.save_every == 0 && step < o.steps) save();

@@ -18,6 +18,7 @@
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/distributed.h"
 #include "train/init.h"
 #include "train/lora.h"
 #include "train/model.h"
@@ -769,6 +770,45 @@ TEST(TrainCli, LoraTrainsAndMerges) {
   const auto bad = test::run_cli("lora-merge -m " + q(other) + " --lora " + q(adapter) + " -o " + q(dir / "x.pth"));
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("does not have"), std::string::npos) << bad.output;
+}
+
+}  // namespace
+}  // namespace rwkv::train
+
+namespace rwkv::train {
+namespace {
+
+// Two processes under mpirun with 1 sequence each take the steps one process
+// takes with 2 sequences: the same samples, gradients averaged. Losses agree
+// to float rounding (the sums run in another order): 1e-5 relative.
+TEST(TrainCli, MpiDataParallelEqualsOneProcess) {
+  if (!built_with_mpi() || std::system("command -v mpirun > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "not built with MPI, or no mpirun";
+  test::TempDir dir;
+  const std::string model = tiny_pth(dir), text = dir / "t.txt";
+  std::string data;
+  for (int i = 0; i < 4; ++i) data += kText;
+  test::write_bytes(text, std::vector<char>(data.begin(), data.end()));
+  const std::string args = " train -m " + q(model) + " --data " + q(text) +
+                           " --tokenizer bytes --ctx-len 16 --steps 6 --lr 3e-3 --warmup 2 --val-every 3 ";
+  const std::string one = dir / "one.pth", two = dir / "two.pth";
+  ASSERT_EQ(test::run_cli(args + "--batch 2 -o " + q(one)).exit_code, 0);
+  // mpirun refuses root unless told; --oversubscribe allows more processes than cores.
+  const std::string command =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe " +
+      std::string(RWKV_CLI_PATH) + args + "--batch 1 -o " + q(two) + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  ASSERT_EQ(::pclose(pipe), 0) << output;
+  EXPECT_NE(output.find("data parallel over 2 processes"), std::string::npos) << output;
+  const auto h1 = history(one), h2 = history(two);
+  ASSERT_EQ(h1.size(), 6u);
+  ASSERT_EQ(h2.size(), 6u);
+  for (size_t i = 0; i < h1.size(); ++i) EXPECT_NEAR(h1[i].loss, h2[i].loss, 1e-5 * h1[i].loss) << "step " << i + 1;
 }
 
 }  // namespace
