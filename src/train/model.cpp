@@ -59,20 +59,27 @@ void ln_backward(const T* x, T mean, T rstd, const T* w, const T* dy, int64_t n,
   }
 }
 
+// sum_j a[j] b[j] with 8 independent partial sums, which the compiler can
+// keep in vector registers (one running sum may not be reordered).
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += a[j + u] * b[j + u];
+  for (; j < n; ++j) acc[0] += a[j] * b[j];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 // One step of the recurrence on one head's state S [N, N] (row i = value channel):
 //   S = S diag(w) + (S (-kk)) (kk a)^T + v k^T;  y = S r.
 template <typename T>
 void wkv_step(T* S, int64_t N, const T* r, const T* w, const T* k, const T* v, const T* kk, const T* a, T* y) {
   for (int64_t i = 0; i < N; ++i) {
     T* row = S + i * N;
-    T sa = 0;
-    for (int64_t j = 0; j < N; ++j) sa -= row[j] * kk[j];
-    T out = 0;
-    for (int64_t j = 0; j < N; ++j) {
-      row[j] = row[j] * w[j] + sa * (kk[j] * a[j]) + v[i] * k[j];
-      out += row[j] * r[j];
-    }
-    y[i] = out;
+    const T sa = -dot(row, kk, N);
+    for (int64_t j = 0; j < N; ++j) row[j] = row[j] * w[j] + sa * (kk[j] * a[j]) + v[i] * k[j];
+    y[i] = dot(row, r, N);
   }
 }
 
@@ -446,11 +453,12 @@ struct TrainModel<T>::Impl {
     const size_t nn = static_cast<size_t>(NN), n = static_cast<size_t>(N);
     // Per-thread scratch, kept between calls: states alone is (L + 1) N^2 floats,
     // large enough that allocating it per call costs page faults.
-    thread_local std::vector<T> states, dS, Gm, sa, dsa, bk, scratch;
+    thread_local std::vector<T> states, dS, Gm, sa, dsa, bk, scratch, acc;
     states.resize(static_cast<size_t>(L + 1) * nn);  // states[s] = state before token t0 + s
     dS.assign(nn, T(0));
     Gm.resize(nn);
     for (auto* v : {&sa, &dsa, &bk, &scratch}) v->resize(n);
+    acc.resize(5 * n);
     const T* saved = ckpt.data() + size_t(bh * n_chunks * NN);
     for (int64_t ch = n_chunks - 1; ch >= 0; --ch) {
       const int64_t t0 = ch * L, t1 = std::min(Tn, t0 + L);
@@ -467,45 +475,44 @@ struct TrainModel<T>::Impl {
         const T* Sc = Sp + NN;                        // after token t
         const T *rt = &r[o], *wt = &w[o], *kt = &k[o], *vt = &v[o], *kkt = &kk[o], *at = &a[o], *dyt = &dy[o];
         for (int64_t j = 0; j < N; ++j) bk[size_t(j)] = kkt[j] * at[j];
+        // The sums over i below run with i outermost, so each is a vector
+        // operation over the contiguous j.
+        std::fill(acc.begin(), acc.end(), T(0));
+        T *dr_j = acc.data(), *dw_j = dr_j + N, *dk_j = dw_j + N, *db_j = dk_j + N, *da_j = db_j + N;
         // y = Sc r
-        for (int64_t j = 0; j < N; ++j) {
-          T acc = 0;
-          for (int64_t i = 0; i < N; ++i) acc += Sc[i * N + j] * dyt[i];
-          dr[o + size_t(j)] += acc;
-        }
-        // G = dL/dSc, including this token's read-out
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t j = 0; j < N; ++j) dr_j[j] += Sc[i * N + j] * dyt[i];
+        // G = dL/dSc, including this token's read-out; sa = Sp (-kk)
         for (int64_t i = 0; i < N; ++i) {
-          T s = 0;
-          for (int64_t j = 0; j < N; ++j) {
-            Gm[size_t(i * N + j)] = dS[size_t(i * N + j)] + dyt[i] * rt[j];
-            s -= Sp[i * N + j] * kkt[j];
-          }
-          sa[size_t(i)] = s;
+          T* g = &Gm[size_t(i * N)];
+          const T* d = &dS[size_t(i * N)];
+          for (int64_t j = 0; j < N; ++j) g[j] = d[j] + dyt[i] * rt[j];
+          sa[size_t(i)] = -dot(Sp + i * N, kkt, N);
         }
-        // Sc = Sp diag(w) + sa bk^T + v k^T, with sa = Sp (-kk)
+        // Sc = Sp diag(w) + sa bk^T + v k^T
         for (int64_t i = 0; i < N; ++i) {
-          T dvi = 0, dsai = 0;
+          const T* g = &Gm[size_t(i * N)];
+          dv[o + size_t(i)] += dot(g, kt, N);
+          dsa[size_t(i)] = dot(g, bk.data(), N);
+        }
+        for (int64_t i = 0; i < N; ++i) {
+          const T* g = &Gm[size_t(i * N)];
+          const T* sp = Sp + i * N;
+          const T vi = vt[i], sai = sa[size_t(i)], dsai = dsa[size_t(i)];
           for (int64_t j = 0; j < N; ++j) {
-            dvi += Gm[size_t(i * N + j)] * kt[j];
-            dsai += Gm[size_t(i * N + j)] * bk[size_t(j)];
+            dw_j[j] += g[j] * sp[j];
+            dk_j[j] += g[j] * vi;
+            db_j[j] += g[j] * sai;
+            da_j[j] += sp[j] * dsai;  // d(-kk)
           }
-          dv[o + size_t(i)] += dvi;
-          dsa[size_t(i)] = dsai;
         }
         for (int64_t j = 0; j < N; ++j) {
-          T dwj = 0, dkj = 0, dbj = 0, daj = 0;
-          for (int64_t i = 0; i < N; ++i) {
-            const T gij = Gm[size_t(i * N + j)];
-            dwj += gij * Sp[i * N + j];
-            dkj += gij * vt[i];
-            dbj += gij * sa[size_t(i)];
-            daj += Sp[i * N + j] * dsa[size_t(i)];  // d(-kk)
-          }
-          dw[o + size_t(j)] = dwj;
-          dk[o + size_t(j)] += dkj;
+          dr[o + size_t(j)] += dr_j[j];
+          dw[o + size_t(j)] = dw_j[j];
+          dk[o + size_t(j)] += dk_j[j];
           // -kk enters as the removal key, kk a as the replacement weights
-          dkk[o + size_t(j)] = -daj + dbj * at[j];
-          da[o + size_t(j)] = dbj * kkt[j];
+          dkk[o + size_t(j)] = -da_j[j] + db_j[j] * at[j];
+          da[o + size_t(j)] = db_j[j] * kkt[j];
         }
         for (int64_t i = 0; i < N; ++i)
           for (int64_t j = 0; j < N; ++j)
