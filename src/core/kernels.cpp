@@ -4,6 +4,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "core/kernels.cpp"
 #include <hwy/foreach_target.h>  // must come before highway.h
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -16,6 +17,31 @@ HWY_BEFORE_NAMESPACE();
 namespace rwkv {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+
+// Decoding streams every weight from memory once. Rows go in groups of four,
+// and the hardware prefetchers lose track at each jump to the next group, so
+// the kernels prefetch the next group themselves: while working through the
+// current group, `done` bytes into it, they request the next group's bytes
+// at the same proportion. `next` is null for the last group.
+struct NextGroup {
+  const uint8_t* next = nullptr;
+  int64_t bytes = 0;  // of the next group
+  HWY_INLINE void fetch(int64_t offset) const {
+    if (next != nullptr && offset < bytes) {
+      hwy::Prefetch(next + offset);
+      if (offset + 64 < bytes) hwy::Prefetch(next + offset + 64);
+    }
+  }
+};
+
+HWY_INLINE NextGroup next_group(const void* w, int64_t row_bytes, int64_t g, int64_t r1) {
+  NextGroup n;
+  if (g + 4 < r1) {
+    n.next = static_cast<const uint8_t*>(w) + (g + 4) * row_bytes;
+    n.bytes = std::min<int64_t>(4, r1 - g - 4) * row_bytes;
+  }
+  return n;
+}
 
 // ---------------------------------------------------------------- float types
 // Each Kind reads weights of one storage type: Load widens N of them into a
@@ -67,11 +93,16 @@ void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float
     const T* w1 = w + std::min(g + 1, r1 - 1) * cols;
     const T* w2 = w + std::min(g + 2, r1 - 1) * cols;
     const T* w3 = w + std::min(g + 3, r1 - 1) * cols;
+    const NextGroup ahead = next_group(w, cols * int64_t(sizeof(T)), g, r1);
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * cols;
       auto a0 = hn::Zero(df), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       int64_t c = 0;
       for (; c + 2 * N <= cols; c += 2 * N) {
+        if (t == 0) {  // 4 rows x 2N weights here; the same share of the next group
+          const int64_t at = c * 4 * int64_t(sizeof(T)), step = 2 * N * 4 * int64_t(sizeof(T));
+          for (int64_t o = at; o < at + step; o += 128) ahead.fetch(o);
+        }
         const auto xa = hn::LoadU(df, xt + c), xb = hn::LoadU(df, xt + c + N);
         a0 = hn::MulAdd(Kind::Load(df, w0 + c), xa, a0);
         a1 = hn::MulAdd(Kind::Load(df, w1 + c), xa, a1);
@@ -159,10 +190,10 @@ struct BlockQ8_0 {
   static constexpr DType kType = DType::Q8_0;
   static constexpr bool kAffine = false;
   template <class DF>
-  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF, const uint8_t* b, size_t j) {
     const hn::RebindToSigned<DF> di;
     const hn::Rebind<int8_t, DF> di8;
-    return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(di8, reinterpret_cast<const int8_t*>(b + 2) + j)));
+    return hn::PromoteTo(di, hn::LoadU(di8, reinterpret_cast<const int8_t*>(b + 2) + j));
   }
 };
 
@@ -170,9 +201,9 @@ struct BlockQ4_0 {
   static constexpr DType kType = DType::Q4_0;
   static constexpr bool kAffine = false;
   template <class DF>
-  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF df, const uint8_t* b, size_t j) {
     const hn::RebindToSigned<DF> di;
-    return hn::ConvertTo(df, hn::Sub(Nibbles(df, b + 2, j), hn::Set(di, 8)));
+    return hn::Sub(Nibbles(df, b + 2, j), hn::Set(di, 8));
   }
 };
 
@@ -180,8 +211,8 @@ struct BlockQ4_1 {
   static constexpr DType kType = DType::Q4_1;
   static constexpr bool kAffine = true;
   template <class DF>
-  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
-    return hn::ConvertTo(df, Nibbles(df, b + 4, j));
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF df, const uint8_t* b, size_t j) {
+    return Nibbles(df, b + 4, j);
   }
 };
 
@@ -189,9 +220,9 @@ struct BlockQ5_0 {
   static constexpr DType kType = DType::Q5_0;
   static constexpr bool kAffine = false;
   template <class DF>
-  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF df, const uint8_t* b, size_t j) {
     const hn::RebindToSigned<DF> di;
-    return hn::ConvertTo(df, hn::Sub(hn::Or(Nibbles(df, b + 6, j), HighBits(df, b + 2, j)), hn::Set(di, 16)));
+    return hn::Sub(hn::Or(Nibbles(df, b + 6, j), HighBits(df, b + 2, j)), hn::Set(di, 16));
   }
 };
 
@@ -199,17 +230,22 @@ struct BlockQ5_1 {
   static constexpr DType kType = DType::Q5_1;
   static constexpr bool kAffine = true;
   template <class DF>
-  static HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
-    return hn::ConvertTo(df, hn::Or(Nibbles(df, b + 8, j), HighBits(df, b + 4, j)));
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF df, const uint8_t* b, size_t j) {
+    return hn::Or(Nibbles(df, b + 8, j), HighBits(df, b + 4, j));
   }
 };
+
+template <class Block, class DF>
+HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
+  return hn::ConvertTo(df, Block::IntValues(df, b, j));
+}
 
 // acc + d * (Values . x[0, 32)) for one block.
 template <class Block, class DF>
 HWY_INLINE hn::Vec<DF> BlockDot(DF df, const uint8_t* b, const float* xb, hn::Vec<DF> acc) {
   const size_t N = hn::Lanes(df);
-  auto dot = hn::Mul(Block::Values(df, b, 0), hn::LoadU(df, xb));
-  for (size_t j = N; j < 32; j += N) dot = hn::MulAdd(Block::Values(df, b, j), hn::LoadU(df, xb + j), dot);
+  auto dot = hn::Mul(Values<Block>(df, b, 0), hn::LoadU(df, xb));
+  for (size_t j = N; j < 32; j += N) dot = hn::MulAdd(Values<Block>(df, b, j), hn::LoadU(df, xb + j), dot);
   return hn::MulAdd(BroadcastHalf(df, b), dot, acc);
 }
 
@@ -229,11 +265,13 @@ void QuantRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float
     const uint8_t* w1 = w + std::min(g + 1, r1 - 1) * row_bytes;
     const uint8_t* w2 = w + std::min(g + 2, r1 - 1) * row_bytes;
     const uint8_t* w3 = w + std::min(g + 3, r1 - 1) * row_bytes;
+    const NextGroup ahead = next_group(w, row_bytes, g, r1);
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * cols;
       auto a0 = hn::Zero(df), a1 = a0, a2 = a0, a3 = a0;
       auto m0 = a0, m1 = a0, m2 = a0, m3 = a0;  // affine types: sum of m * block sum of x
       for (int64_t k = 0; k < nb; ++k) {
+        if (t == 0) ahead.fetch(4 * k * kBytes);  // 4 blocks here, 4 of the next group (<= 2 lines)
         const float* xb = xt + 32 * k;
         const int64_t o = k * kBytes;
         a0 = BlockDot<Block>(df, w0 + o, xb, a0);
@@ -269,9 +307,170 @@ void QuantDecode(const void* wv, int64_t n, float* out) {
     const auto d = BroadcastHalf(df, b);
     const auto m = Block::kAffine ? BroadcastHalf(df, b + 2) : hn::Zero(df);
     for (size_t j = 0; j < 32; j += N) {
-      auto v = hn::Mul(Block::Values(df, b, j), d);
+      auto v = hn::Mul(Values<Block>(df, b, j), d);
       if constexpr (Block::kAffine) v = hn::Add(v, m);
       hn::StoreU(v, df, out + i + int64_t(j));
+    }
+  }
+}
+
+// ------------------------------- quantized weights x int8 activations (Q8)
+// As ggml does: each 32-block of x becomes int8 q = round(x / dx) with
+// dx = absmax / 127, so a block's dot product is an exact integer sum,
+// scaled by d * dx. Costs one activation rounding (relative 1/254 of the
+// block's largest value per element) and runs several times faster than
+// decoding weights to float.
+
+// xq[n] (n a multiple of 32), and per block dx and xsum = dx * sum(q), the
+// block sum of the rounded x, for the affine types' m term: with it every
+// weight d q + m meets the same rounded x, so the error is that of rounding
+// x alone, bounded by sum |w| dx / 2 per block.
+void QuantizeActivations(const float* x, int64_t n, int8_t* xq, float* dx, float* xsum) {
+  const hn::CappedTag<float, 16> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> di8;
+  const size_t N = hn::Lanes(df);
+  for (int64_t k = 0; k < n / 32; ++k) {
+    const float* xb = x + 32 * k;
+    auto amax = hn::Zero(df);
+    for (size_t j = 0; j < 32; j += N) amax = hn::Max(amax, hn::Abs(hn::LoadU(df, xb + j)));
+    const float a = hn::GetLane(hn::MaxOfLanes(df, amax));
+    const float d = a / 127.0f;
+    const auto id = hn::Set(df, d != 0.0f ? 1.0f / d : 0.0f);
+    auto isum = hn::Zero(di);
+    for (size_t j = 0; j < 32; j += N) {
+      const auto q = hn::NearestInt(hn::Mul(hn::LoadU(df, xb + j), id));  // within [-127, 127]
+      isum = hn::Add(isum, q);
+      hn::StoreU(hn::DemoteTo(di8, q), di8, xq + 32 * k + j);
+    }
+    dx[k] = d;
+    xsum[k] = d * float(hn::GetLane(hn::SumOfLanes(di, isum)));
+  }
+}
+
+HWY_INLINE float HalfAt(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return f16_to_f32(bits);
+}
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define RWKV_X86_INT8 1
+
+HWY_INLINE float HalfToFloat(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return _cvtsh_ss(bits);
+}
+
+// The 32 nibbles of a block in element order: low nibbles, then high ones.
+HWY_INLINE __m256i Nibbles32(const uint8_t* qs) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(15);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// 0x10 in byte j where bit j of the block's qh is set: byte j gets the qh
+// byte holding bit j (a shuffle within each 128-bit half), then a test of
+// that bit (OR with all other bits set, compare with all ones).
+HWY_INLINE __m256i HighBits32(const uint8_t* qh_bytes) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  const __m256i spread = _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202,
+                                            0x0303030303030303);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)), spread);
+  bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  bytes = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x10));
+}
+
+// The 32 integers of a block as bytes: signed (q - offset) for the
+// symmetric types, unsigned q for the affine ones.
+template <class Block>
+HWY_INLINE __m256i Bytes32(const uint8_t* b) {
+  if constexpr (Block::kType == DType::Q8_0) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  if constexpr (Block::kType == DType::Q4_0) return _mm256_sub_epi8(Nibbles32(b + 2), _mm256_set1_epi8(8));
+  if constexpr (Block::kType == DType::Q4_1) return Nibbles32(b + 4);
+  if constexpr (Block::kType == DType::Q5_0)
+    return _mm256_sub_epi8(_mm256_or_si256(Nibbles32(b + 6), HighBits32(b + 2)), _mm256_set1_epi8(16));
+  if constexpr (Block::kType == DType::Q5_1) return _mm256_or_si256(Nibbles32(b + 8), HighBits32(b + 4));
+  return _mm256_setzero_si256();
+}
+
+// Eight int32 partial sums of u[i] * s[i] (u unsigned, s signed bytes; the
+// 16-bit pair sums cannot saturate: |u| <= 128 with |s| <= 127, or u <= 31).
+HWY_INLINE __m256i DotU8I8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+template <class Block>
+HWY_INLINE __m256i BlockDotQ8(__m256i w, __m256i x) {
+  if constexpr (Block::kAffine) return DotU8I8(w, x);
+  // signed x signed: |w| times x with w's sign
+  return DotU8I8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+HWY_INLINE float HorizontalSum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+#endif
+
+// Rows [r0, r1) of Y[t, r] = W[r] . X[t] from the quantized activations;
+// groups of four rows as in FloatRows.
+template <class Block>
+void QuantRowsQ8(const void* wv, int64_t cols, int64_t r0, int64_t r1, const int8_t* xq, const float* dx,
+                 const float* xsum, int64_t n, float* y, int64_t ldy) {
+  const int64_t nb = cols / 32;
+  constexpr int64_t kBytes = dtype_traits(Block::kType).block_bytes;
+  const int64_t row_bytes = nb * kBytes;
+  const uint8_t* w = static_cast<const uint8_t*>(wv);
+  for (int64_t g = r0; g < r1; g += 4) {
+    const uint8_t* rows[4];
+    for (int64_t i = 0; i < 4; ++i) rows[i] = w + std::min(g + i, r1 - 1) * row_bytes;
+    const NextGroup ahead = next_group(w, row_bytes, g, r1);
+    for (int64_t t = 0; t < n; ++t) {
+      const int8_t* xt = xq + t * cols;
+      const float* dt = dx + t * nb;
+      const float* st = xsum + t * nb;
+      float sums[4];
+#ifdef RWKV_X86_INT8
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      float macc[4] = {0, 0, 0, 0};
+      for (int64_t k = 0; k < nb; ++k) {
+        if (t == 0) ahead.fetch(4 * k * kBytes);
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + 32 * k));
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t* b = rows[i] + k * kBytes;
+          const __m256 scale = _mm256_set1_ps(HalfToFloat(b) * dt[k]);
+          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockDotQ8<Block>(Bytes32<Block>(b), x)), scale, acc[i]);
+          if constexpr (Block::kAffine) macc[i] += HalfToFloat(b + 2) * st[k];
+        }
+      }
+      for (int i = 0; i < 4; ++i) sums[i] = HorizontalSum(acc[i]) + macc[i];
+#else
+      // Portable: the same integer block sums with Highway vectors.
+      const hn::CappedTag<float, 16> df;
+      const hn::RebindToSigned<decltype(df)> di;
+      const hn::Rebind<int8_t, decltype(df)> di8;
+      const size_t N = hn::Lanes(df);
+      for (int i = 0; i < 4; ++i) {
+        float s = 0.0f;
+        for (int64_t k = 0; k < nb; ++k) {
+          if (t == 0 && i == 0) ahead.fetch(4 * k * kBytes);
+          const uint8_t* b = rows[i] + k * kBytes;
+          auto isum = hn::Zero(di);
+          for (size_t j = 0; j < 32; j += N)
+            isum = hn::Add(isum, hn::Mul(Block::IntValues(df, b, j), hn::PromoteTo(di, hn::LoadU(di8, xt + 32 * k + j))));
+          s += HalfAt(b) * dt[k] * float(hn::GetLane(hn::SumOfLanes(di, isum)));
+          if constexpr (Block::kAffine) s += HalfAt(b + 2) * st[k];
+        }
+        sums[i] = s;
+      }
+#endif
+      float* yt = y + t * ldy;
+      for (int64_t i = 0; i < 4 && g + i < r1; ++i) yt[g + i] = sums[i];
     }
   }
 }
@@ -292,7 +491,11 @@ void QuantDecode(const void* wv, int64_t n, float* out) {
                   int64_t n, float* y, int64_t ldy) {                                                            \
     QuantRows<BLOCK>(w, cols, r0, r1, x, xsum, n, y, ldy);                                                       \
   }                                                                                                              \
-  void Decode##NAME(const void* w, int64_t n, float* out) { QuantDecode<BLOCK>(w, n, out); }
+  void Decode##NAME(const void* w, int64_t n, float* out) { QuantDecode<BLOCK>(w, n, out); }                    \
+  void Rows##NAME##Q8(const void* w, int64_t cols, int64_t r0, int64_t r1, const int8_t* xq, const float* dx,    \
+                      const float* xsum, int64_t n, float* y, int64_t ldy) {                                     \
+    QuantRowsQ8<BLOCK>(w, cols, r0, r1, xq, dx, xsum, n, y, ldy);                                                \
+  }
 
 RWKV_FLOAT_ENTRY(F32, KindF32)
 RWKV_FLOAT_ENTRY(F16, KindF16)
@@ -305,6 +508,9 @@ RWKV_QUANT_ENTRY(Q5_1, BlockQ5_1)
 
 #undef RWKV_FLOAT_ENTRY
 #undef RWKV_QUANT_ENTRY
+#ifdef RWKV_X86_INT8
+#undef RWKV_X86_INT8
+#endif
 
 }  // namespace HWY_NAMESPACE
 }  // namespace rwkv
@@ -314,6 +520,7 @@ HWY_AFTER_NAMESPACE();
 
 #include <cblas.h>
 
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -338,6 +545,12 @@ HWY_EXPORT(DecodeQ4_0);
 HWY_EXPORT(DecodeQ4_1);
 HWY_EXPORT(DecodeQ5_0);
 HWY_EXPORT(DecodeQ5_1);
+HWY_EXPORT(QuantizeActivations);
+HWY_EXPORT(RowsQ8_0Q8);
+HWY_EXPORT(RowsQ4_0Q8);
+HWY_EXPORT(RowsQ4_1Q8);
+HWY_EXPORT(RowsQ5_0Q8);
+HWY_EXPORT(RowsQ5_1Q8);
 
 namespace {
 
@@ -385,10 +598,40 @@ int64_t min_rows_per_chunk(const MatRef& w) {
   return std::max<int64_t>(4, (r + 3) / 4 * 4);
 }
 
+std::atomic<QuantDot> g_quant_dot{QuantDot::Q8Activations};
+
+void rows_q8(const MatRef& w, int64_t r0, int64_t r1, const int8_t* xq, const float* dx, const float* xsum,
+             int64_t n, float* y) {
+  const int64_t ldy = w.rows;
+  switch (w.dtype) {
+    case DType::Q8_0: return HWY_DYNAMIC_DISPATCH(RowsQ8_0Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    case DType::Q4_0: return HWY_DYNAMIC_DISPATCH(RowsQ4_0Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(RowsQ4_1Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(RowsQ5_0Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(RowsQ5_1Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    default: break;
+  }
+}
+
 void matmul_small(const MatRef& w, const float* x, int64_t n, float* y) {
+  ThreadPool& pool = thread_pool();
+  const int64_t parts = int64_t(pool.size()) * 4;
+  const int64_t chunk = std::max(min_rows_per_chunk(w), ((w.rows + parts - 1) / parts + 3) / 4 * 4);
+  const int64_t nb = w.cols / 32;
+  if (is_quantized(w.dtype) && g_quant_dot.load(std::memory_order_relaxed) == QuantDot::Q8Activations) {
+    thread_local std::vector<int8_t> xq;
+    thread_local std::vector<float> dx, xsum;
+    xq.resize(size_t(n * w.cols));
+    dx.resize(size_t(n * nb));
+    xsum.resize(size_t(n * nb));
+    HWY_DYNAMIC_DISPATCH(QuantizeActivations)(x, n * w.cols, xq.data(), dx.data(), xsum.data());
+    const int8_t* q = xq.data();
+    const float *d = dx.data(), *s = xsum.data();
+    pool.parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) { rows_q8(w, r0, r1, q, d, s, n, y); });
+    return;
+  }
   std::vector<float> xsum;
   if (w.dtype == DType::Q4_1 || w.dtype == DType::Q5_1) {
-    const int64_t nb = w.cols / 32;
     xsum.resize(size_t(n * nb));
     for (int64_t t = 0; t < n; ++t)
       for (int64_t k = 0; k < nb; ++k) {
@@ -398,9 +641,6 @@ void matmul_small(const MatRef& w, const float* x, int64_t n, float* y) {
       }
   }
   const float* xs = xsum.empty() ? nullptr : xsum.data();
-  ThreadPool& pool = thread_pool();
-  const int64_t parts = int64_t(pool.size()) * 4;
-  const int64_t chunk = std::max(min_rows_per_chunk(w), ((w.rows + parts - 1) / parts + 3) / 4 * 4);
   pool.parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) { rows(w, r0, r1, x, xs, n, y); });
 }
 
@@ -430,6 +670,9 @@ void matmul_gemm(const MatRef& w, const float* x, int64_t n, float* y) {
 }
 
 }  // namespace
+
+void set_quant_dot(QuantDot mode) { g_quant_dot = mode; }
+QuantDot quant_dot() { return g_quant_dot; }
 
 void mat_row(const MatRef& w, int64_t row, float* out) {
   check(w);

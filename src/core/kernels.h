@@ -48,6 +48,16 @@ void group_norm(const float* x, const float* weight, const float* bias, int64_t 
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
 
+// How matvec (and matmul below kGemmMinRows) multiplies quantized weights
+// with float activations: Q8Activations rounds each 32-block of x to int8
+// (scale absmax / 127) and sums exact integer products, as ggml does;
+// DecodeToFloat decodes the weights and multiplies in float, exactly up to
+// summation order but slower (docs/benchmarks.md). Process-wide; the
+// default is Q8Activations.
+enum class QuantDot { Q8Activations, DecodeToFloat };
+void set_quant_dot(QuantDot mode);
+QuantDot quant_dot();
+
 // Plain scalar versions of the matrix kernels, the yardstick the fast ones
 // are tested against: rows decoded with convert_to_f32, sums in double.
 namespace reference {

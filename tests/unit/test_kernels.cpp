@@ -34,6 +34,7 @@ class KernelTest : public ::testing::Test {
  protected:
   void TearDown() override {
     set_simd_target(0);
+    set_quant_dot(QuantDot::Q8Activations);
     set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
   }
 };
@@ -82,23 +83,38 @@ std::vector<float> random_vector(size_t n, uint32_t seed) {
 // each rounded (2^-24 relative) with the running sum, cannot drift further
 // than cols * 2^-23 * sum |w x|. Typical errors are ~100x smaller; a wrong
 // element, block or row shows as an error of order sum |w x| itself.
+// Quantized weights with int8 activations (QuantDot::Q8Activations, below
+// kGemmMinRows rows of X) also round each x to a step dx = absmax / 127 of
+// its 32-block: that adds at most sum over blocks of dx / 2 * sum |w|.
 std::vector<float> error_bounds(const MatRef& w, const float* x, int64_t n) {
-  std::vector<float> row(size_t(w.cols));
-  std::vector<float> bound(size_t(n * w.rows));
+  const bool q8 = is_quantized(w.dtype) && quant_dot() == QuantDot::Q8Activations && n < kGemmMinRows;
+  std::vector<float> row(static_cast<size_t>(w.cols));
+  std::vector<float> bound(static_cast<size_t>(n * w.rows));
   for (int64_t r = 0; r < w.rows; ++r) {
     convert_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * w.row_bytes(), row.data(),
                    size_t(w.cols));
     for (int64_t t = 0; t < n; ++t) {
-      double s = 0;
-      for (int64_t c = 0; c < w.cols; ++c) s += std::fabs(double(row[size_t(c)]) * x[t * w.cols + c]);
-      bound[size_t(t * w.rows + r)] = float(s * double(w.cols + 2) * std::ldexp(1.0, -23)) + FLT_MIN;
+      const float* xt = x + t * w.cols;
+      double s = 0, rounding = 0;
+      for (int64_t c = 0; c < w.cols; ++c) s += std::fabs(double(row[size_t(c)]) * xt[c]);
+      if (q8) {
+        for (int64_t b = 0; b < w.cols; b += 32) {
+          double amax = 0, wsum = 0;
+          for (int64_t j = b; j < b + 32; ++j) {
+            amax = std::max(amax, double(std::fabs(xt[j])));
+            wsum += std::fabs(row[size_t(j)]);
+          }
+          rounding += 0.5001 * amax / 127 * wsum;
+        }
+      }
+      bound[size_t(t * w.rows + r)] = float(s * double(w.cols + 2) * std::ldexp(1.0, -23) + rounding) + FLT_MIN;
     }
   }
   return bound;
 }
 
 void expect_matches_reference(const MatRef& w, const float* x, int64_t n, const std::string& what) {
-  std::vector<float> fast(size_t(n * w.rows), NAN), exact(size_t(n * w.rows), NAN);
+  std::vector<float> fast(static_cast<size_t>(n * w.rows), NAN), exact(static_cast<size_t>(n * w.rows), NAN);
   matmul(w, x, n, fast.data());
   reference::matmul(w, x, n, exact.data());
   const auto bound = error_bounds(w, x, n);
@@ -137,10 +153,15 @@ TEST_F(KernelTest, EveryTargetTypeAndShapeMatchesTheScalarReference) {
             const auto x = random_vector(size_t(n * cols + 1), ++seed);
             for (int threads : {1, 3}) {
               set_num_threads(threads);
-              expect_matches_reference(m.ref, x.data() + 1, n,
-                                       target.name + " " + std::string(dtype_name(t)) + " [" + std::to_string(rows) +
-                                           ", " + std::to_string(cols) + "] n=" + std::to_string(n) +
-                                           " threads=" + std::to_string(threads));
+              for (QuantDot mode : {QuantDot::Q8Activations, QuantDot::DecodeToFloat}) {
+                if (mode == QuantDot::DecodeToFloat && !is_quantized(t)) continue;
+                set_quant_dot(mode);
+                expect_matches_reference(
+                    m.ref, x.data() + 1, n,
+                    target.name + " " + std::string(dtype_name(t)) + " [" + std::to_string(rows) + ", " +
+                        std::to_string(cols) + "] n=" + std::to_string(n) + " threads=" + std::to_string(threads) +
+                        (mode == QuantDot::DecodeToFloat ? " decode-to-float" : ""));
+              }
             }
           }
         }
@@ -154,7 +175,9 @@ TEST_F(KernelTest, ResultsAreBitIdenticalForEveryThreadCount) {
   // the SGEMM path, with a ragged last chunk.
   for (DType t : kAllTypes) {
     const TestMatrix m = random_matrix(t, 1003, 320, 0, 7);
-    for (int64_t n : {int64_t(1), int64_t(2), kGemmMinRows + 5}) {
+    for (int64_t n : {int64_t(1), int64_t(2), kGemmMinRows + 5})
+    for (QuantDot mode : {QuantDot::Q8Activations, QuantDot::DecodeToFloat}) {
+      set_quant_dot(mode);
       const auto x = random_vector(size_t(n * 320), 8);
       std::vector<float> first;
       for (int threads = 1; threads <= 4; ++threads) {
@@ -166,7 +189,7 @@ TEST_F(KernelTest, ResultsAreBitIdenticalForEveryThreadCount) {
           continue;
         }
         EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0)
-            << dtype_name(t) << " n=" << n << ": " << threads << " threads differ from 1";
+            << dtype_name(t) << " n=" << n << " mode " << int(mode) << ": " << threads << " threads differ from 1";
       }
     }
   }
@@ -190,7 +213,8 @@ TEST_F(KernelTest, MatRowDecodesExactlyOnEveryTarget) {
 
 TEST_F(KernelTest, VectorAndMatrixCallsAgree) {
   // matvec is matmul with one row; matmul above kGemmMinRows takes the SGEMM
-  // path, whose rows must equal separate products up to summation order.
+  // path, whose rows must equal separate products up to summation order (and
+  // the int8 activation rounding of matvec on quantized weights).
   for (DType t : kAllTypes) {
     const TestMatrix m = random_matrix(t, 40, 96, 0, 21);
     const int64_t n = kGemmMinRows + 2;
@@ -200,8 +224,9 @@ TEST_F(KernelTest, VectorAndMatrixCallsAgree) {
     const auto bound = error_bounds(m.ref, x.data(), n);
     for (int64_t i = 0; i < n; ++i) {
       matvec(m.ref, x.data() + i * 96, single.data());
+      const auto single_bound = error_bounds(m.ref, x.data() + i * 96, 1);
       for (int64_t r = 0; r < 40; ++r)
-        EXPECT_NEAR(single[size_t(r)], batched[size_t(i * 40 + r)], 2 * bound[size_t(i * 40 + r)])
+        EXPECT_NEAR(single[size_t(r)], batched[size_t(i * 40 + r)], bound[size_t(i * 40 + r)] + single_bound[size_t(r)])
             << dtype_name(t) << " token " << i << " row " << r;
     }
   }

@@ -55,11 +55,10 @@ size_t current_rss_bytes() {
 // Bytes of weights one decoded token reads: every tensor of the file except
 // the embedding, of which it reads one row. (Vectors the loader widens to
 // f32 are counted at their stored size; they are a tiny fraction.)
-size_t weight_bytes_per_token(const std::string& path, const ModelConfig& c) {
-  const auto archive = open_tensor_archive(path);
+size_t weight_bytes_per_token(const TensorArchive& archive, const ModelConfig& c) {
   size_t total = 0;
   bool embedding_seen = false;
-  for (const TensorInfo& t : archive->tensors()) {
+  for (const TensorInfo& t : archive.tensors()) {
     const bool embedding = !embedding_seen && t.name.find("emb") != std::string::npos && t.shape.size() == 2 &&
                            t.shape[0] == c.n_vocab && t.shape[1] == c.n_embd;
     if (embedding) {
@@ -104,8 +103,12 @@ DecodeRun decode(const Model& model, State& state, Workspace& ws, int32_t first,
 int run_bench(const BenchOptions& o) {
   if (o.prompt < 1 || o.gen < 1 || o.context < 0)
     fail("--prompt and --gen must be at least 1 and --context at least 0");
-  const auto model = load_model(o.model);
+  // One archive for both the model and the byte count: opening the file twice
+  // could double the memory (rwkv.cpp files may need aligned copies).
+  const auto archive = open_tensor_archive(o.model);
+  const auto model = load_model(archive);
   const ModelConfig& c = model->config();
+  const size_t weight_bytes = weight_bytes_per_token(*archive, c);
   const int threads = num_threads();
 
   // Reproducible pseudo-random prompt ids (speed does not depend on them).
@@ -154,7 +157,6 @@ int run_bench(const BenchOptions& o) {
   }
   const size_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer
 
-  const size_t weight_bytes = weight_bytes_per_token(o.model, c);
   const double bandwidth = o.bandwidth_mib > 0 ? measure_read_bandwidth(size_t(o.bandwidth_mib) << 20) : 0.0;
   const double achieved = double(weight_bytes) * first.tokens_per_s;
   const double fraction = bandwidth > 0 ? achieved / bandwidth : 0.0;
