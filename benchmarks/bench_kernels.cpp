@@ -144,6 +144,43 @@ BENCHMARK(BM_Matmul)
     ->ComputeStatistics("min", min_of)
     ->Unit(benchmark::kMicrosecond);
 
+// One decoded token's matrix-vector products of a 0.1B RWKV-7 (12 layers of
+// r k v o [768, 768], ffn key [3072, 768] and value [768, 3072] in `dtype`,
+// eight LoRAs [64, 768] / [768, 64] in f16, then the f16 head [65536, 768]),
+// each matrix its own buffer, read in model order: the kernels' share of a
+// decode step without the rest of the model. Args: dtype, threads.
+void BM_DecodeSweep(benchmark::State& state) {
+  const auto t = DType(state.range(0));
+  set_num_threads(int(state.range(1)));
+  std::vector<Weights> mats;
+  for (int layer = 0; layer < 12; ++layer) {
+    for (int i = 0; i < 4; ++i) mats.push_back(make_weights(t, 768, 768));
+    for (int i = 0; i < 4; ++i) {
+      mats.push_back(make_weights(DType::F16, 64, 768));
+      mats.push_back(make_weights(DType::F16, 768, 64));
+    }
+    mats.push_back(make_weights(t, 3072, 768));
+    mats.push_back(make_weights(t, 768, 3072));
+  }
+  mats.push_back(make_weights(DType::F16, 65536, 768));
+  size_t bytes = 0;
+  for (const auto& m : mats) bytes += m.ref.bytes();
+  std::vector<float> x(3072, 0.01f), y(65536);
+  for (auto _ : state) {
+    for (const auto& m : mats) matvec(m.ref, x.data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(bytes));
+  state.counters["tokens/s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(dtype_name(t)) + " " + current_simd_target().name);
+}
+BENCHMARK(BM_DecodeSweep)
+    ->Name("sweep")
+    ->ArgsProduct({{int64_t(DType::F16), int64_t(DType::Q8_0), int64_t(DType::Q4_0)}, {1, 2}})
+    ->UseRealTime()
+    ->ComputeStatistics("min", min_of)
+    ->Unit(benchmark::kMillisecond);
+
 void BM_Bandwidth(benchmark::State& state) {
   set_num_threads(int(state.range(0)));
   for (auto _ : state) state.counters["GB/s"] = measure_read_bandwidth(size_t(512) << 20, 1) / 1e9;
