@@ -9,7 +9,11 @@
 #include <random>
 #include <sstream>
 
+#include <cstring>
+#include <filesystem>
+
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace rwkv::train {
 namespace {
@@ -48,21 +52,103 @@ std::vector<std::string> read_documents(const std::string& path) {
   return docs;
 }
 
+
+// RWKV-LM's binidx data (Megatron's MMapIndexedDataset): PREFIX.idx holds the
+// magic "MMIDIDX\0\0", version 1 (u64), a dtype code (u8), the number of
+// documents n and of doc_idx entries m (u64 each), then sizes int32[n],
+// pointers int64[n] (byte offsets into PREFIX.bin) and doc_idx int64[m].
+// PREFIX.bin is the tokens, already with the end-of-document 0 after each
+// document. Returns the prefix when `path` names either file of such a pair.
+std::string binidx_prefix(const std::string& path) {
+  std::string prefix = path;
+  if (ends_with(path, ".idx") || ends_with(path, ".bin")) prefix = path.substr(0, path.size() - 4);
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(prefix + ".idx", ec) && std::filesystem::is_regular_file(prefix + ".bin", ec))
+    return prefix;
+  return {};
+}
+
+// Documents of a binidx pair, each a token list, every id checked against the vocabulary.
+std::vector<std::vector<int32_t>> read_binidx(const std::string& prefix, int32_t vocab) {
+  const auto idx = MappedFile::open(prefix + ".idx");
+  const auto bin = MappedFile::open(prefix + ".bin");
+  const std::string idx_name = prefix + ".idx";
+  const std::byte* p = idx->data();
+  const size_t size = idx->size();
+  size_t pos = 0;
+  auto take = [&](void* dst, size_t n, const char* what) {
+    if (n > size - pos) fail("{}: truncated binidx index (reading {} at byte {})", idx_name, what, pos);
+    std::memcpy(dst, p + pos, n);
+    pos += n;
+  };
+  char magic[9];
+  take(magic, 9, "the magic");
+  if (std::memcmp(magic, "MMIDIDX\0\0", 9) != 0) fail("{}: not a binidx index (bad magic)", idx_name);
+  uint64_t version = 0, n_docs = 0, n_doc_idx = 0;
+  uint8_t code = 0;
+  take(&version, 8, "the version");
+  if (version != 1) fail("{}: binidx version {} is not supported (only 1)", idx_name, version);
+  take(&code, 1, "the dtype");
+  int width = 0;
+  if (code == 1) width = 1;       // uint8
+  else if (code == 8) width = 2;  // uint16, what RWKV-LM's make_data.py writes
+  else if (code == 4) width = 4;  // int32
+  else fail("{}: binidx dtype code {} is not a token type this reader takes (1 uint8, 8 uint16, 4 int32)", idx_name, code);
+  take(&n_docs, 8, "the document count");
+  take(&n_doc_idx, 8, "the doc_idx count");
+  // Checked against what is left before anything that size is allocated.
+  if (n_docs > (size - pos) / 12) fail("{}: claims {} documents, more than the file can hold (truncated or corrupt index)", idx_name, n_docs);
+  std::vector<int32_t> sizes(n_docs);
+  std::vector<int64_t> pointers(n_docs);
+  take(sizes.data(), n_docs * 4, "the sizes");
+  take(pointers.data(), n_docs * 8, "the pointers");
+  if (n_doc_idx > (size - pos) / 8) fail("{}: truncated binidx index (doc_idx)", idx_name);
+  const size_t bin_tokens = bin->size() / size_t(width);
+  if (bin->size() % size_t(width) != 0)
+    fail("{}.bin: {} bytes is not a whole number of {}-byte tokens", prefix, bin->size(), width);
+  std::vector<std::vector<int32_t>> docs;
+  docs.reserve(n_docs);
+  for (uint64_t d = 0; d < n_docs; ++d) {
+    const int64_t ptr = pointers[d], count = sizes[d];
+    if (count < 0 || ptr < 0 || ptr % width != 0 || uint64_t(ptr) / uint64_t(width) > bin_tokens ||
+        uint64_t(count) > bin_tokens - uint64_t(ptr) / uint64_t(width))
+      fail("{}: document {} (offset {}, {} tokens) lies outside {}.bin ({} tokens)", idx_name, d, ptr, count, prefix,
+           bin_tokens);
+    std::vector<int32_t> doc(static_cast<size_t>(count));
+    const std::byte* src = bin->data() + ptr;
+    for (int64_t i = 0; i < count; ++i) {
+      uint32_t v = 0;
+      std::memcpy(&v, src + i * width, size_t(width));  // little-endian host, as the files are
+      if (v >= uint32_t(vocab))
+        fail("{}.bin: token {} of document {} is {}, outside the vocabulary of {}", prefix, i, d, v, vocab);
+      doc[size_t(i)] = int32_t(v);
+    }
+    docs.push_back(std::move(doc));
+  }
+  return docs;
+}
+
 }  // namespace
 
 Corpus load_corpus(const std::string& path, const Tokenizer& tokenizer, double val_fraction) {
   if (!(val_fraction >= 0.0 && val_fraction < 1.0))
     fail("validation fraction must be in [0, 1) (got {})", val_fraction);
-  std::vector<std::string> texts = read_documents(path);
-  std::erase_if(texts, [](const std::string& t) { return t.empty(); });
-  if (texts.empty()) fail("{}: no training text (no document with non-empty text)", path);
   std::vector<std::vector<int32_t>> docs;
-  size_t total = 0;
-  for (const std::string& t : texts) {
-    docs.push_back(tokenizer.encode(t));
-    docs.back().push_back(0);  // end of document, as RWKV-LM's binidx data
-    total += docs.back().size();
+  if (const std::string prefix = binidx_prefix(path); !prefix.empty()) {
+    docs = read_binidx(prefix, tokenizer.vocab_size());
+    std::erase_if(docs, [](const std::vector<int32_t>& d) { return d.empty(); });
+    if (docs.empty()) fail("{}: no training tokens (every document is empty)", path);
+  } else {
+    std::vector<std::string> texts = read_documents(path);
+    std::erase_if(texts, [](const std::string& t) { return t.empty(); });
+    if (texts.empty()) fail("{}: no training text (no document with non-empty text)", path);
+    for (const std::string& t : texts) {
+      docs.push_back(tokenizer.encode(t));
+      docs.back().push_back(0);  // end of document, as RWKV-LM's binidx data
+    }
   }
+  size_t total = 0;
+  for (const auto& d : docs) total += d.size();
   Corpus c;
   c.n_docs = int64_t(docs.size());
   const size_t want_val = size_t(double(total) * val_fraction);

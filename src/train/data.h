@@ -1,7 +1,8 @@
 // Training data: documents from a .jsonl file (one {"text": ...} object per
-// line, RWKV-LM's format) or a plain text file (one document), tokenised and
+// line, RWKV-LM's format), a plain text file (one document), tokenised and
 // concatenated with the end-of-document token 0 after each document, as the
-// official binidx data is. Samples are windows of ctx_len + 1 tokens at
+// official binidx data is, or RWKV-LM's binidx pair itself (PREFIX.bin and
+// PREFIX.idx, already tokenised; named by either file or the prefix). Samples are windows of ctx_len + 1 tokens at
 // multiples of ctx_len, visited in a seeded random order per epoch.
 #pragma once
 

@@ -2,6 +2,8 @@
 // against the inference engine, checkpoints, the optimizer and the CLI.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -488,6 +490,98 @@ TEST(TrainData, JsonlDocumentsSplitAndDeterministicSamples) {
   EXPECT_THROW(Sampler(c.train, 22, 1), Error);
 }
 
+// Writes RWKV-LM's binidx pair PREFIX.idx / PREFIX.bin (uint16 tokens) for
+// `docs`, byte for byte as its MMapIndexedDataset writer lays them out.
+void write_binidx(const std::string& prefix, const std::vector<std::vector<uint16_t>>& docs, uint8_t code = 8) {
+  std::ofstream idx(prefix + ".idx", std::ios::binary), bin(prefix + ".bin", std::ios::binary);
+  auto put = [&](const auto& v) { idx.write(reinterpret_cast<const char*>(&v), sizeof v); };
+  idx.write("MMIDIDX\0\0", 9);
+  put(uint64_t(1));
+  put(code);
+  put(uint64_t(docs.size()));
+  put(uint64_t(docs.size() + 1));
+  int64_t address = 0;
+  std::vector<int64_t> pointers;
+  for (const auto& d : docs) put(int32_t(d.size()));
+  for (const auto& d : docs) {
+    put(address);
+    address += int64_t(d.size() * 2);
+    bin.write(reinterpret_cast<const char*>(d.data()), std::streamsize(d.size() * 2));
+  }
+  for (size_t i = 0; i <= docs.size(); ++i) put(int64_t(i));
+}
+
+TEST(TrainData, BinidxEqualsTheSameDocumentsAsJsonl) {
+  test::TempDir dir;
+  const std::vector<std::string> texts = {"abcdefghij", "klmnopqrst", "uvwxyz0123"};
+  std::vector<std::vector<uint16_t>> docs;
+  {
+    std::ofstream f(dir / "d.jsonl");
+    for (const auto& t : texts) {
+      f << "{\"text\": \"" << t << "\"}\n";
+      docs.emplace_back(t.begin(), t.end());
+      docs.back().push_back(0);  // make_data.py ends every document with 0
+    }
+  }
+  write_binidx(dir / "d", docs);
+  ByteTokenizer bytes;
+  const Corpus from_jsonl = load_corpus(dir / "d.jsonl", bytes, 0.3);
+  for (const std::string name : {"d", "d.bin", "d.idx"}) {
+    const Corpus c = load_corpus(dir / name, bytes, 0.3);
+    EXPECT_EQ(c.train, from_jsonl.train) << name;
+    EXPECT_EQ(c.val, from_jsonl.val) << name;
+    EXPECT_EQ(c.train_docs, 2) << name;
+    EXPECT_EQ(c.hash, from_jsonl.hash) << name;
+  }
+}
+
+TEST(TrainData, CorruptBinidxIsAClearError) {
+  test::TempDir dir;
+  ByteTokenizer bytes;
+  const std::vector<std::vector<uint16_t>> docs = {{1, 2, 3, 0}, {4, 5, 0}};
+  auto expect_error = [&](const std::string& prefix, const std::string& needle) {
+    try {
+      load_corpus(prefix, bytes, 0.0);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  write_binidx(dir / "ok", docs);
+  std::string idx;
+  {
+    std::ifstream f(dir / "ok.idx", std::ios::binary);
+    idx.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  auto variant = [&](const std::string& name, std::string idx_bytes, const std::string& bin_bytes) {
+    std::ofstream(dir / (name + ".idx"), std::ios::binary) << idx_bytes;
+    std::ofstream(dir / (name + ".bin"), std::ios::binary) << bin_bytes;
+    return dir / name;
+  };
+  std::string bin;
+  {
+    std::ifstream f(dir / "ok.bin", std::ios::binary);
+    bin.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  std::string bad_magic = idx;
+  bad_magic[0] = 'X';
+  expect_error(variant("magic", bad_magic, bin), "bad magic");
+  for (size_t cut : {size_t(5), size_t(20), size_t(30), idx.size() - 30})
+    expect_error(variant("cut" + std::to_string(cut), idx.substr(0, cut), bin), "truncated");
+  std::string huge = idx;
+  const uint64_t absurd = uint64_t(1) << 60;
+  std::memcpy(huge.data() + 18, &absurd, 8);
+  expect_error(variant("huge", huge, bin), "more than the file can hold");
+  std::string dtype = idx;
+  dtype[17] = 6;  // float
+  expect_error(variant("dtype", dtype, bin), "dtype code 6");
+  expect_error(variant("short", idx, bin.substr(0, 8)), "outside");
+  std::string big_token = bin;
+  big_token[0] = char(0xff);
+  big_token[1] = char(0x01);  // 511 >= 256
+  expect_error(variant("vocab", idx, big_token), "outside the vocabulary");
+}
+
 // ---- the CLI ---------------------------------------------------------------------
 
 std::string q(const std::string& s) { return "'" + s + "'"; }
@@ -809,6 +903,28 @@ TEST(TrainCli, MpiDataParallelEqualsOneProcess) {
   ASSERT_EQ(h1.size(), 6u);
   ASSERT_EQ(h2.size(), 6u);
   for (size_t i = 0; i < h1.size(); ++i) EXPECT_NEAR(h1[i].loss, h2[i].loss, 1e-5 * h1[i].loss) << "step " << i + 1;
+}
+
+}  // namespace
+}  // namespace rwkv::train
+
+namespace rwkv::train {
+namespace {
+
+TEST(TrainCli, BenchTrainReportsTokensPerSecond) {
+  const auto r = test::run_cli(
+      "bench --train --json --n-layer 1 --n-embd 32 --head-size 8 --vocab 64 --ctx-len 16 --train-batch 2 --steps 1",
+      true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j.at("mode"), "train");
+  EXPECT_EQ(j.at("batch"), 2);
+  EXPECT_EQ(j.at("ctx_len"), 16);
+  EXPECT_GT(j.at("train_tokens_per_s").get<double>(), 0.0);
+  // A random model on random tokens starts near ln(vocab).
+  EXPECT_NEAR(j.at("loss").get<double>(), std::log(64.0), 1.0);
+  EXPECT_NE(test::run_cli("bench --train -m x.pth").exit_code, 0);
+  EXPECT_NE(test::run_cli("bench").exit_code, 0);
 }
 
 }  // namespace

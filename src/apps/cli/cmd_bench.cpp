@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "apps/cli/bench_train.h"
 #include "apps/cli/commands.h"
 #include "apps/cli/common.h"
 #include "core/cpu_features.h"
@@ -223,7 +224,9 @@ int run_bench(const BenchOptions& o) {
 Runner add_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure prefill and decode speed, memory, and the machine's bandwidth");
   auto o = std::make_shared<BenchOptions>();
-  cmd->add_option("-m,--model", o->model, "Model file")->required();
+  auto t = std::make_shared<TrainBenchOptions>();
+  auto train = std::make_shared<bool>(false);
+  cmd->add_option("-m,--model", o->model, "Model file (not with --train)");
   cmd->add_option("--prompt", o->prompt, "Prompt tokens for the prefill measurement")->capture_default_str();
   cmd->add_option("--gen", o->gen, "Tokens to decode one at a time")->capture_default_str();
   cmd->add_option("--context", o->context, "Feed this many more tokens, then measure decoding again")
@@ -234,7 +237,23 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   add_threads_flag(*cmd);
-  return [o] { return run_bench(*o); };
+  cmd->add_flag("--train", *train, "Measure training instead: forward, backward and AdamW of a new RWKV-7 on random tokens");
+  cmd->add_option("--n-layer", t->n_layer, "--train: layers")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--n-embd", t->n_embd, "--train: embedding size")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--head-size", t->head_size, "--train: head size")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--vocab", t->vocab, "--train: vocabulary")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--ctx-len", t->ctx_len, "--train: tokens per sequence")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--train-batch", t->batch, "--train: sequences per step")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--steps", t->steps, "--train: timed steps (after one warm-up step)")->capture_default_str()->check(CLI::PositiveNumber);
+  return [o, t, train] {
+    if (*train) {
+      if (!o->model.empty()) fail("--train measures a new random model; do not give -m");
+      t->json = o->json;
+      return run_train_bench(*t);
+    }
+    if (o->model.empty()) fail("bench needs -m MODEL (or --train)");
+    return run_bench(*o);
+  };
 }
 
 }  // namespace rwkv::cli

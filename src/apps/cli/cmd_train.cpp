@@ -37,7 +37,7 @@ Runner add_train(CLI::App& app) {
   auto f = std::make_shared<TrainFlags>();
   train::TrainOptions& o = f->o;
   cmd->add_option("-m,--model", o.model, "Starting checkpoint (official RWKV-7 .pth; see rwkv init)")->required();
-  cmd->add_option("--data", o.data, "Training text: .jsonl with a \"text\" field per line, or a plain text file")
+  cmd->add_option("--data", o.data, "Training data: .jsonl with a \"text\" field per line, a plain text file, or RWKV-LM binidx (PREFIX[.bin|.idx])")
       ->required();
   add_tokenizer_flag(*cmd, o.tokenizer);
   cmd->add_option("-o,--output", o.output,
