@@ -174,7 +174,7 @@ Runner add_chat(CLI::App& app) {
   auto o = std::make_shared<ChatCliOptions>();
   // The official chat demo's sampling (ChatRWKV API_DEMO_CHAT.py).
   o->sampling.base = chat_default_sampling();
-  cmd->add_option("-m,--model", o->model, "Model file")->required();
+  add_model_flag_with_default(*cmd, o->model);
   cmd->add_option("--system", o->system, "System prompt, the conversation's first turn");
   auto* think = cmd->add_flag("--think", o->think, "G1 thinking mode: replies open with '<think'");
   auto* fake = cmd->add_flag("--fake-think", o->fake_think,
@@ -186,7 +186,10 @@ Runner add_chat(CLI::App& app) {
   o->sampling.add_flags(*cmd);
   cmd->add_option("--state-in", o->state_in, "Start from this state file (a saved conversation or any state)");
   cmd->add_flag("-v,--verbose", o->verbose, "After each reply, print token counts and time to standard error");
-  return [o] { return run_chat(*o); };
+  return [o] {
+    if (o->model.empty()) o->model = default_model_path();
+    return run_chat(*o);
+  };
 }
 
 }  // namespace rwkv::cli

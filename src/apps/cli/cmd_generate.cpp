@@ -126,7 +126,7 @@ int run_generate(GenerateOptions& o) {
 Runner add_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt, streaming the generated text to standard output");
   auto o = std::make_shared<GenerateOptions>();
-  cmd->add_option("-m,--model", o->model, "Model file")->required();
+  add_model_flag_with_default(*cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "Prompt text (may be empty with --state-in)");
   cmd->add_option("-n,--n-tokens", o->n_tokens, "Tokens to generate")->capture_default_str();
   add_tokenizer_flag(*cmd, o->tokenizer);
@@ -137,7 +137,10 @@ Runner add_generate(CLI::App& app) {
   cmd->add_flag("--echo", o->echo, "Print the prompt before the generated text");
   cmd->add_option("--chunk", o->chunk, "Prompt tokens per forward call (default: all at once)")
       ->check(CLI::PositiveNumber);
-  return [o] { return run_generate(*o); };
+  return [o] {
+    if (o->model.empty()) o->model = default_model_path();
+    return run_generate(*o);
+  };
 }
 
 }  // namespace rwkv::cli

@@ -1,12 +1,29 @@
 #include "apps/cli/common.h"
 
 #include <charconv>
+#include <filesystem>
+
+#include <fmt/format.h>
 #include <random>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
 
 namespace rwkv::cli {
+
+std::string default_model_path() {
+  for (const char* path : {RWKV_DEFAULT_MODEL, RWKV_INSTALLED_MODEL}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) return path;
+  }
+  fail("no -m MODEL given, and the default model is neither at {} nor at {}", RWKV_DEFAULT_MODEL,
+       RWKV_INSTALLED_MODEL);
+}
+
+void add_model_flag_with_default(CLI::App& cmd, std::string& model) {
+  cmd.add_option("-m,--model", model, fmt::format("Model file (default: the project's own {})",
+                                                  std::filesystem::path(RWKV_DEFAULT_MODEL).filename().string()));
+}
 
 std::vector<int32_t> parse_ids(const std::string& list, const char* flag) {
   std::vector<int32_t> ids;

@@ -12,6 +12,13 @@
 
 namespace rwkv::cli {
 
+// The small model this project trains and ships (models/ in the source tree,
+// or share/rwkv/ of an installation): what generate and chat run without -m.
+// Fails naming both places when neither holds it.
+std::string default_model_path();
+// Adds -m/--model to `cmd`, defaulting to default_model_path() when omitted.
+void add_model_flag_with_default(CLI::App& cmd, std::string& model);
+
 // --temperature --top-p --top-k --min-p --presence-penalty --frequency-penalty
 // --penalty-decay --repeat-penalty --seed --ban --logit-bias --stop --stop-token
 struct SamplingFlags {
