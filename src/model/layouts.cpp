@@ -75,6 +75,10 @@ class Mapper {
     if (numel_of(shape) * parts != t.numel())
       fail("{}: tensor '{}' has shape {}, which does not hold {} x {} for '{}'", path(), t.name, shape_text(t.shape),
            parts, shape_text(shape), name);
+    // Quantized blocks run along the rows: those must stay as they are.
+    if (is_quantized(t.dtype) && (t.shape.empty() || shape.empty() || shape.back() != t.shape.back()))
+      fail("{}: tensor '{}' is quantized ({}) and would need its rows reshaped to {} for '{}'", path(), t.name,
+           dtype_name(t.dtype), shape_text(shape), name);
     TensorInfo v;
     v.name = name;
     v.dtype = t.dtype;
@@ -104,9 +108,32 @@ class Mapper {
     pending_.push_back(std::move(o));
   }
 
-  // Values times `factor` (a power of two, so exact), in the same dtype.
+  // Values times `factor` (a power of two, so exact), in the same dtype;
+  // quantized blocks by their fp16 scale (and minimum), which is exact too.
   void scaled(const std::string& name, const TensorInfo& t, float factor) {
     TensorInfo o = like(name, t, t.shape);
+    if (is_quantized(t.dtype)) {
+      std::byte* dst = out_->own(o.nbytes);
+      std::memcpy(dst, t.data, t.nbytes);
+      const size_t bytes = size_t(dtype_traits(t.dtype).block_bytes);
+      // d at offset 0; Q4_1/Q5_1 also keep their minimum m at offset 2.
+      const int halves = t.dtype == DType::Q4_1 || t.dtype == DType::Q5_1 ? 2 : 1;
+      for (size_t b = 0; b < t.nbytes / bytes; ++b) {
+        for (int k = 0; k < halves; ++k) {
+          std::byte* at = dst + b * bytes + 2 * size_t(k);
+          uint16_t h;
+          std::memcpy(&h, at, 2);
+          const float old = f16_to_f32(h), x = old * factor;
+          h = f32_to_f16(x);
+          if (f16_to_f32(h) != x)
+            fail("{}: tensor '{}' block {}: scale {} times {} does not fit in fp16", path(), t.name, b, old, factor);
+          std::memcpy(at, &h, 2);
+        }
+      }
+      o.data = dst;
+      pending_.push_back(std::move(o));
+      return;
+    }
     const size_t n = size_t(t.numel());
     std::vector<float> v(n);
     convert_to_f32(t.dtype, t.data, v.data(), n);

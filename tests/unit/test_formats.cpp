@@ -572,8 +572,8 @@ TEST(Gguf, HostileHeadersAreClearErrors) {
     GgufSpec spec;
     spec.tensor_type = 12;  // Q4_K
     expect_bad(make_gguf(spec), "Q4_K");
-    spec.tensor_type = 2;
-    expect_bad(make_gguf(spec), "Q4_0");
+    spec.tensor_type = 2;  // Q4_0 is read, but "b" has 5 elements: not whole blocks of 32
+    expect_bad(make_gguf(spec), "Q4_0 but its rows have 5 elements, not a multiple of the block size 32");
     spec.tensor_type = 77;
     expect_bad(make_gguf(spec), "unknown type 77");
   }
