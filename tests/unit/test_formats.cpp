@@ -687,6 +687,8 @@ TEST(Layouts, LlamaCppRwkv6GgufWithRescaleGivesThePthsLogits) {
 
 TEST(Layouts, HuggingFaceAndFlaSafetensorsGiveThePthsLogits) {
   expect_same_logits(test::fixture_path("formats/hf-rwkv4/model.safetensors"), test::fixture_path("formats/hf-rwkv4.pth"));
+  expect_same_logits(test::fixture_path("formats/hf-rwkv5/model.safetensors"), test::fixture_path("formats/hf-rwkv5.pth"));
+  expect_same_logits(test::fixture_path("formats/hf-rwkv6/model.safetensors"), test::fixture_path("formats/hf-rwkv6.pth"));
   expect_same_logits(test::fixture_path("formats/fla-rwkv7/model.safetensors"),
                      test::fixture_path("formats/fla-rwkv7.pth"));
   expect_same_logits(test::fixture_path("formats/fla-rwkv7-tied/model.safetensors"),
@@ -729,6 +731,10 @@ TEST(Layouts, EveryTensorComesBackWithItsOfficialNameShapeAndValue) {
                           test::fixture_path("formats/rand-v6-llamacpp.pth"));
   expect_official_tensors(test::fixture_path("formats/hf-rwkv4/model.safetensors"),
                           test::fixture_path("formats/hf-rwkv4.pth"));
+  expect_official_tensors(test::fixture_path("formats/hf-rwkv5/model.safetensors"),
+                          test::fixture_path("formats/hf-rwkv5.pth"));
+  expect_official_tensors(test::fixture_path("formats/hf-rwkv6/model.safetensors"),
+                          test::fixture_path("formats/hf-rwkv6.pth"));
   expect_official_tensors(test::fixture_path("formats/fla-rwkv7/model.safetensors"),
                           test::fixture_path("formats/fla-rwkv7.pth"),
                           {"blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2"});
@@ -811,6 +817,11 @@ TEST(Layouts, MissingUnknownOrInconsistentTensorsAreClearErrors) {
   expect_error([&] { load_model(edited(fla, "", "model.layers.0.attn.extra")); }, "'model.layers.0.attn.extra'");
   const auto hf = open_tensor_archive(test::fixture_path("formats/hf-rwkv4/model.safetensors"));
   expect_error([&] { load_model(edited(hf, "", "rwkv.something")); }, "'rwkv.something'");
+  const auto hf6 = open_tensor_archive(test::fixture_path("formats/hf-rwkv6/model.safetensors"));
+  expect_error([&] { load_model(edited(hf6, "rwkv.blocks.1.attention.time_maa_w2")); },
+               "missing tensor 'blocks.1.att.time_maa_w2'");
+  expect_error([&] { load_model(edited(hf6, "", "rwkv.blocks.0.attention.time_state")); },
+               "'blocks.0.att.time_state'");
 }
 
 TEST(Layouts, ConfigJsonIsCheckedAgainstTheTensors) {
@@ -828,6 +839,23 @@ TEST(Layouts, ConfigJsonIsCheckedAgainstTheTensors) {
   expect_error([&] { load_model(dir / "m/model.safetensors"); }, "hidden_size is 96");
   write_config(R"({"architectures": ["LlamaForCausalLM"]})");
   expect_error([&] { load_model(dir / "m/model.safetensors"); }, "LlamaForCausalLM");
+  // Hugging Face RWKV-5/6: the class must fit the tensors, and so must head_size.
+  for (const char* v : {"5", "6"}) {
+    const std::string d = dir / (std::string("hf") + v);
+    std::filesystem::create_directories(d);
+    std::filesystem::copy_file(test::fixture_path(std::string("formats/hf-rwkv") + v + "/model.safetensors"),
+                               d + "/model.safetensors");
+    const std::string cls = std::string("Rwkv") + v + "ForCausalLM";
+    auto write = [&](const std::string& text) {
+      test::write_bytes(d + "/config.json", std::vector<char>(text.begin(), text.end()));
+    };
+    write(R"({"architectures": [")" + cls + R"("], "hidden_size": 64, "head_size": 32})");
+    EXPECT_EQ(load_model(d + "/model.safetensors")->config().head_size, 32);
+    write(R"({"architectures": ["RwkvForCausalLM"]})");
+    expect_error([&] { load_model(d + "/model.safetensors"); }, "expected [\"" + cls + "\"]");
+    write(R"({"architectures": [")" + cls + R"("], "head_size": 64})");
+    expect_error([&] { load_model(d + "/model.safetensors"); }, "head_size is 64, but the tensors say 32");
+  }
   write_config(R"({"architectures": )");
   expect_error([&] { load_model(dir / "m/model.safetensors"); }, "config.json");
 }
