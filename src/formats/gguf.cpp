@@ -235,15 +235,27 @@ TensorArchive GgufReader::read() {
     switch (info.type) {
       case 0: info.t.dtype = DType::F32; break;
       case 1: info.t.dtype = DType::F16; break;
+      case 2: info.t.dtype = DType::Q4_0; break;
+      case 3: info.t.dtype = DType::Q4_1; break;
+      case 6: info.t.dtype = DType::Q5_0; break;
+      case 7: info.t.dtype = DType::Q5_1; break;
+      case 8: info.t.dtype = DType::Q8_0; break;
       case 30: info.t.dtype = DType::BF16; break;
       default:
-        fail("{}: tensor '{}' has ggml type {}; only F32, F16 and BF16 GGUF tensors are supported for now", path_,
-             name, ggml_type_name(info.type));
+        fail("{}: tensor '{}' has ggml type {}; supported GGUF tensor types are F32, F16, BF16, Q8_0, Q4_0, Q4_1, "
+             "Q5_0 and Q5_1 (for k-quant files, requantize with llama-quantize to one of these, e.g. Q8_0)",
+             path_, name, ggml_type_name(info.type));
     }
-    const uint64_t esize = dtype_size(info.t.dtype);
-    if (uint64_t(numel) > file_->size() / esize)
+    // ggml blocks run along the innermost dimension (ne[0]): each row is a
+    // whole number of blocks. A block of n elements takes at least one byte,
+    // which bounds the count before the data extents are checked.
+    const DTypeTraits& traits = dtype_traits(info.t.dtype);
+    if (ne[0] % traits.block_size != 0)
+      fail("{}: tensor '{}' is {} but its rows have {} elements, not a multiple of the block size {}", path_, name,
+           ggml_type_name(info.type), ne[0], traits.block_size);
+    if (uint64_t(numel) / uint64_t(traits.block_size) > file_->size() / uint64_t(traits.block_bytes))
       fail("{}: tensor '{}' claims {} elements, more than the file holds (truncated?)", path_, name, numel);
-    info.t.nbytes = size_t(uint64_t(numel) * esize);
+    info.t.nbytes = dtype_bytes(info.t.dtype, numel);
     if (info.offset % alignment != 0)
       fail("{}: tensor '{}' has offset {}, not a multiple of the alignment {}", path_, name, info.offset, alignment);
     infos.push_back(std::move(info));
@@ -268,8 +280,8 @@ TensorArchive GgufReader::read() {
     const std::byte* src = file_->data() + data_start + info.offset;
     if (info.t.nbytes == 0) {
       info.t.data = archive.own(0);
-    } else if (reinterpret_cast<uintptr_t>(src) % dtype_size(info.t.dtype) == 0) {
-      info.t.data = src;  // zero copy: the archive keeps the mapping alive
+    } else if (is_quantized(info.t.dtype) || reinterpret_cast<uintptr_t>(src) % dtype_size(info.t.dtype) == 0) {
+      info.t.data = src;  // zero copy (quantized blocks are read bytewise): the archive keeps the mapping alive
     } else {  // only with an alignment of 1 and an odd offset
       std::byte* copy = archive.own(info.t.nbytes);
       std::memcpy(copy, src, info.t.nbytes);

@@ -4,7 +4,10 @@
 // llama.cpp's "blk.0.time_mix_key.weight"); shapes are returned
 // outermost-first like every reader here (GGUF stores ggml's innermost-first
 // ne[]). F32, F16 and BF16 tensors point into the mapped file when aligned;
-// quantized ggml types are refused with an error naming the type.
+// ggml's block types Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (ids 8, 2, 3, 6, 7; the
+// block layouts of core/quant.h, rows of whole blocks) always do. Other
+// quantized types (k-quants, i-quants, ...) are refused with an error naming
+// the type.
 //
 // Metadata: scalars go into TensorArchive::metadata as text (integers in
 // decimal, floats in shortest round-trip form, bools as true/false, strings

@@ -13,6 +13,12 @@ enum class Arch : uint32_t { V4 = 4, V5_0 = 50, V5_1 = 51, V5_2 = 52, V6 = 6, V7
 
 std::string_view arch_name(Arch arch);
 
+// RWKV-7 releases told apart by their extra tensors. DeepEmbed (the "rwkv7a"
+// files, e.g. rwkv7a-g1b; ChatRWKV's RWKV_DE_VERSION=1) adds a per-token
+// gate to every channel mix: blocks.N.ffn.s_emb.weight, s_emb_x.weight, s0,
+// s1, s2. The G1 releases are plain x070 (same tensors, other training data).
+enum class V7Variant { Plain, DeepEmbed };
+
 struct ModelConfig {
   Arch arch = Arch::V7;
   std::string variant;      // e.g. "x070"
@@ -29,6 +35,8 @@ struct ModelConfig {
   int64_t lora_w = 0, lora_a = 0, lora_v = 0, lora_g = 0;
   // RWKV-6 token-shift LoRA rank: time_maa_w1 is [C, 5 * lora_mix].
   int64_t lora_mix = 0;
+  // RWKV-7 DeepEmbed: size D of the per-token D x D matrices (0: none).
+  int64_t deep_embed = 0;
   int64_t n_params = 0;  // elements in the file's tensors
 };
 

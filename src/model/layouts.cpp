@@ -75,6 +75,10 @@ class Mapper {
     if (numel_of(shape) * parts != t.numel())
       fail("{}: tensor '{}' has shape {}, which does not hold {} x {} for '{}'", path(), t.name, shape_text(t.shape),
            parts, shape_text(shape), name);
+    // Quantized blocks run along the rows: those must stay as they are.
+    if (is_quantized(t.dtype) && (t.shape.empty() || shape.empty() || shape.back() != t.shape.back()))
+      fail("{}: tensor '{}' is quantized ({}) and would need its rows reshaped to {} for '{}'", path(), t.name,
+           dtype_name(t.dtype), shape_text(shape), name);
     TensorInfo v;
     v.name = name;
     v.dtype = t.dtype;
@@ -104,9 +108,32 @@ class Mapper {
     pending_.push_back(std::move(o));
   }
 
-  // Values times `factor` (a power of two, so exact), in the same dtype.
+  // Values times `factor` (a power of two, so exact), in the same dtype;
+  // quantized blocks by their fp16 scale (and minimum), which is exact too.
   void scaled(const std::string& name, const TensorInfo& t, float factor) {
     TensorInfo o = like(name, t, t.shape);
+    if (is_quantized(t.dtype)) {
+      std::byte* dst = out_->own(o.nbytes);
+      std::memcpy(dst, t.data, t.nbytes);
+      const size_t bytes = size_t(dtype_traits(t.dtype).block_bytes);
+      // d at offset 0; Q4_1/Q5_1 also keep their minimum m at offset 2.
+      const int halves = t.dtype == DType::Q4_1 || t.dtype == DType::Q5_1 ? 2 : 1;
+      for (size_t b = 0; b < t.nbytes / bytes; ++b) {
+        for (int k = 0; k < halves; ++k) {
+          std::byte* at = dst + b * bytes + 2 * size_t(k);
+          uint16_t h;
+          std::memcpy(&h, at, 2);
+          const float old = f16_to_f32(h), x = old * factor;
+          h = f32_to_f16(x);
+          if (f16_to_f32(h) != x)
+            fail("{}: tensor '{}' block {}: scale {} times {} does not fit in fp16", path(), t.name, b, old, factor);
+          std::memcpy(at, &h, 2);
+        }
+      }
+      o.data = dst;
+      pending_.push_back(std::move(o));
+      return;
+    }
     const size_t n = size_t(t.numel());
     std::vector<float> v(n);
     convert_to_f32(t.dtype, t.data, v.data(), n);
@@ -375,13 +402,36 @@ int64_t count_layers(const TensorArchive& a, const std::string& prefix, const st
   return n;
 }
 
-std::shared_ptr<const TensorArchive> from_hf_rwkv4(std::shared_ptr<const TensorArchive> src) {
-  Mapper m(src, Layout::HfRwkv4);
+// Hugging Face's RWKV classes: RwkvForCausalLM (RWKV-4, in transformers),
+// Rwkv5ForCausalLM and Rwkv6ForCausalLM (the RWKV/rwkv-5-world-*-hf and
+// rwkv-6-world-*-hf repositories' modeling code). Their converters only
+// rename: rwkv. prefix (not on head.weight), embeddings, blocks.0.pre_ln,
+// attention, feed_forward, time_mix_{key,value,receptance,gate}; shapes and
+// values (time_decay, time_faaaa, time_maa_*, LoRAs) are the official ones.
+// Their code rescales output/value weights at load time only, never in the
+// file. (Rwkv5ForCausalLM's GroupNorm uses torch's default eps 1e-5 where
+// the official code has 64e-5; the engine computes the official model.)
+std::shared_ptr<const TensorArchive> from_hf_rwkv(std::shared_ptr<const TensorArchive> src) {
+  Mapper m(src, Layout::HfRwkv);
   const int64_t C = embedding_width(m, "rwkv.embeddings.weight");
   const int64_t V = src->find("rwkv.embeddings.weight")->shape[0];
   const int64_t n_layer = count_layers(*src, "rwkv.blocks.", ".ln1.weight");
-  const bool tied = check_config(read_config(*src), *src, "RwkvForCausalLM", V, C, n_layer);
-  // transformers' convert_rwkv_checkpoint_to_hf only renamed the tensors.
+  // The class the tensors belong to, by detect_arch's rules on the HF names.
+  bool maa = false, ln_x = false;
+  for (const TensorInfo& t : src->tensors()) {
+    maa |= t.name.find(".attention.time_maa") != std::string::npos;
+    ln_x |= t.name.find(".attention.ln_x.") != std::string::npos;
+  }
+  const char* arch = maa ? "Rwkv6ForCausalLM" : ln_x ? "Rwkv5ForCausalLM" : "RwkvForCausalLM";
+  const nlohmann::json config = read_config(*src);
+  const bool tied = check_config(config, *src, arch, V, C, n_layer);
+  if ((maa || ln_x) && config.is_object() && config.contains("head_size") && config["head_size"].is_number_integer()) {
+    const TensorInfo* first = src->find("rwkv.blocks.0.attention.time_faaaa");
+    if (first != nullptr && first->shape.size() == 2 && config["head_size"].get<int64_t>() != first->shape[1])
+      fail("{}: head_size is {}, but the tensors say {}",
+           (std::filesystem::path(src->path).parent_path() / "config.json").string(), config["head_size"].dump(),
+           first->shape[1]);
+  }
   auto official = [&](std::string n) -> std::string {
     if (n == "head.weight") return n;
     if (!starts_with(n, "rwkv.")) return "";
@@ -397,7 +447,7 @@ std::shared_ptr<const TensorArchive> from_hf_rwkv4(std::shared_ptr<const TensorA
     replace(".attention.", ".att.");
     replace(".feed_forward.", ".ffn.");
     for (auto [from, to] : {std::pair{".time_mix_key", ".time_mix_k"}, std::pair{".time_mix_value", ".time_mix_v"},
-                            std::pair{".time_mix_receptance", ".time_mix_r"}})
+                            std::pair{".time_mix_receptance", ".time_mix_r"}, std::pair{".time_mix_gate", ".time_mix_g"}})
       if (n.ends_with(from)) n = n.substr(0, n.size() - std::strlen(from)) + to;
     return n;
   };
@@ -561,7 +611,7 @@ std::string_view layout_name(Layout layout) {
     case Layout::RwkvCpp: return "rwkv.cpp";
     case Layout::LlamaCppRwkv6: return "llama.cpp rwkv6";
     case Layout::LlamaCppRwkv7: return "llama.cpp rwkv7";
-    case Layout::HfRwkv4: return "Hugging Face RwkvForCausalLM";
+    case Layout::HfRwkv: return "Hugging Face RwkvForCausalLM (RWKV-4/5/6)";
     case Layout::FlaRwkv7: return "flash-linear-attention RWKV7ForCausalLM";
   }
   return "?";
@@ -577,7 +627,7 @@ Layout detect_layout(const TensorArchive& a) {
     if (it->second == "rwkv7") return Layout::LlamaCppRwkv7;
     fail("{}: GGUF architecture '{}' is not supported (only llama.cpp's rwkv6 and rwkv7)", a.path, it->second);
   }
-  if (a.contains("rwkv.embeddings.weight")) return Layout::HfRwkv4;
+  if (a.contains("rwkv.embeddings.weight")) return Layout::HfRwkv;
   if (a.contains("model.embeddings.weight")) return Layout::FlaRwkv7;
   return Layout::Official;
 }
@@ -589,7 +639,7 @@ std::shared_ptr<const TensorArchive> to_official_layout(std::shared_ptr<const Te
     case Layout::RwkvCpp: return undo_rwkvcpp ? from_rwkvcpp(std::move(archive)) : archive;
     case Layout::LlamaCppRwkv6: return from_gguf_rwkv6(std::move(archive));
     case Layout::LlamaCppRwkv7: return from_gguf_rwkv7(std::move(archive));
-    case Layout::HfRwkv4: return from_hf_rwkv4(std::move(archive));
+    case Layout::HfRwkv: return from_hf_rwkv(std::move(archive));
     case Layout::FlaRwkv7: return from_fla_rwkv7(std::move(archive));
   }
   return archive;

@@ -9,8 +9,10 @@
 //     r_k flattened; RWKV-6 time_maa_w2 as [5, C, D]; RWKV-6 output and
 //     ffn value weights divided by 2^(layer / rescale_every_n_layers); dummy
 //     layer-0 v0/v1/v2 (copies of a0/a1/a2) in RWKV-7.
-//   Hugging Face RwkvForCausalLM (RWKV-4): rwkv.* names, time_mix_key etc.;
-//     values unchanged. config.json beside the file is read when present.
+//   Hugging Face RwkvForCausalLM (RWKV-4), Rwkv5ForCausalLM (5.2) and
+//     Rwkv6ForCausalLM: rwkv.* names (embeddings, blocks.0.pre_ln, attention,
+//     feed_forward), time_mix_key/value/receptance/gate; values unchanged.
+//     config.json beside the file is read when present.
 //   flash-linear-attention RWKV7ForCausalLM: model.layers.N.attn.*, LoRAs as
 //     nn.Linear pairs ([out, in]) with w0/a0/v0 as the second layer's bias;
 //     config.json beside the file is read when present.
@@ -26,7 +28,7 @@
 
 namespace rwkv {
 
-enum class Layout { Official, RwkvCpp, LlamaCppRwkv6, LlamaCppRwkv7, HfRwkv4, FlaRwkv7 };
+enum class Layout { Official, RwkvCpp, LlamaCppRwkv6, LlamaCppRwkv7, HfRwkv, FlaRwkv7 };
 
 std::string_view layout_name(Layout layout);
 

@@ -32,6 +32,22 @@ Arch detect_arch(const TensorArchive& a) {
   fail("{}: unknown RWKV layout: no 'blocks.N.*' tensors", a.path);
 }
 
+V7Variant detect_v7_variant(const TensorArchive& a) {
+  // RWKV-7b (rwkv7b-g1b files): DeepEmbed plus a softmax attention over the
+  // whole context (blocks.N.qkv.*, with a per-token KV cache in the state).
+  std::string qkv;
+  int listed = 0;
+  for (const TensorInfo& t : a.tensors()) {
+    if (t.name.starts_with("blocks.") && t.name.find(".qkv.") != std::string::npos && listed++ < 4)
+      qkv += (qkv.empty() ? "'" : ", '") + t.name + "'";
+  }
+  if (!qkv.empty())
+    fail("{}: an RWKV-7b model (DeepEmbed attention: tensors {}{}), which is not supported: its attention over the "
+         "whole context needs a KV cache; RWKV-7 and RWKV-7a (DeepEmbed) models are",
+         a.path, qkv, listed > 4 ? ", ..." : "");
+  return a.contains("blocks.0.ffn.s_emb.weight") ? V7Variant::DeepEmbed : V7Variant::Plain;
+}
+
 std::unique_ptr<Model> load_model(std::shared_ptr<const TensorArchive> archive, const LoadOptions& options) {
   archive = to_official_layout(std::move(archive));  // GGUF, Hugging Face, ... -> official names
   const Arch arch = detect_arch(*archive);
@@ -41,7 +57,10 @@ std::unique_ptr<Model> load_model(std::shared_ptr<const TensorArchive> archive, 
     case Arch::V5_1:
     case Arch::V5_2: return load_rwkv5(std::move(archive), arch, options.v5_group_norm_eps);
     case Arch::V6: return load_rwkv6(std::move(archive));
-    case Arch::V7: return load_rwkv7(std::move(archive));
+    case Arch::V7: {
+      const V7Variant variant = detect_v7_variant(*archive);
+      return load_rwkv7(std::move(archive), variant);
+    }
   }
   fail("{}: RWKV-{} models are not supported", archive->path, arch_name(arch));
 }

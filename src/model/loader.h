@@ -21,6 +21,11 @@ struct LoadOptions {
 // The RWKV version the tensors describe; fails for layouts no version matches.
 Arch detect_arch(const TensorArchive& archive);
 
+// The RWKV-7 release variant (see V7Variant) the tensors describe. Fails for
+// variants the engine does not run (RWKV-7b's DeepEmbed attention,
+// blocks.N.qkv.*), naming their tensors.
+V7Variant detect_v7_variant(const TensorArchive& archive);
+
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& options = {});
 std::unique_ptr<Model> load_model(std::shared_ptr<const TensorArchive> archive, const LoadOptions& options = {});
 

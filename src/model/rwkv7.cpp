@@ -30,6 +30,10 @@ struct Layer {
   // channel mix
   const float* ffn_x_k;
   MatRef ffn_key, ffn_value;
+  // DeepEmbed only (else empty): per-token tables [V, D*D] and [D*D, C],
+  // s1 as [D, C], s2 as [F, D], s0 [F].
+  MatRef s_emb, s_emb_x, s1, s2;
+  const float* s0 = nullptr;
 };
 
 // One sequence's rows within a call: rows [row0, row0 + rows) of every
@@ -57,6 +61,10 @@ struct Rwkv7Workspace : Workspace {
   int64_t capacity = 0;
   std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, ffn, head_out;
   ChunkScratch chunk;
+  // DeepEmbed: the rows' tokens, their ln0(emb) [T, C], per-token matrices
+  // [T, D*D], (x s1) and then (x s1) M [T, D], the gate [T, F].
+  std::vector<int32_t> tokens;
+  std::vector<float> x0, deep_m, deep_s, deep_sm, deep_gate, deep_row;
 
   void reserve(int64_t t, const ModelConfig& c) {
     if (t <= capacity) return;
@@ -67,6 +75,16 @@ struct Rwkv7Workspace : Workspace {
     const int64_t rank = std::max({c.lora_w, c.lora_a, c.lora_v, c.lora_g});
     lora.assign(size_t(t * rank), 0.0f);
     ffn.assign(size_t(t * c.dim_ffn), 0.0f);
+    if (c.deep_embed > 0) {
+      const int64_t D = c.deep_embed;
+      tokens.assign(size_t(t), 0);
+      x0.assign(tc, 0.0f);
+      deep_m.assign(size_t(t * D * D), 0.0f);
+      deep_s.assign(size_t(t * D), 0.0f);
+      deep_sm.assign(size_t(t * D), 0.0f);
+      deep_gate.assign(size_t(t * c.dim_ffn), 0.0f);
+      deep_row.assign(size_t(D * D), 0.0f);
+    }
   }
 };
 
@@ -103,6 +121,7 @@ class Rwkv7 final : public Model {
                 size_t state_offset, Rwkv7Workspace& ws) const;
   void channel_mix(const Layer& L, std::span<const Segment> segments, int64_t T, size_t state_offset,
                    Rwkv7Workspace& ws) const;
+  void deep_embed_gate(const Layer& L, int64_t T, Rwkv7Workspace& ws) const;
 
   WeightStorage storage_;
   MatRef emb_;
@@ -328,10 +347,42 @@ void Rwkv7::channel_mix(const Layer& L, std::span<const Segment> segments, int64
     const float h = std::max(hidden[i], 0.0f);
     hidden[i] = h * h;
   }
+  if (config_.deep_embed > 0) deep_embed_gate(L, T, ws);
   float* out = ws.r.data();
   matmul(L.ffn_value, hidden, T, out);
   float* x = ws.x.data();
   for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
+}
+
+// DeepEmbed: hidden *= ((x s1) M) s2 + s0 per row, with x the ln2 output
+// (ws.xn, not token-shifted) and M = s_emb[token] + s_emb_x . ln0(emb[token])
+// as a row-major [D, D] matrix.
+void Rwkv7::deep_embed_gate(const Layer& L, int64_t T, Rwkv7Workspace& ws) const {
+  const int64_t D = config_.deep_embed, DD = D * D, F = config_.dim_ffn;
+  float* m = ws.deep_m.data();
+  matmul(L.s_emb_x, ws.x0.data(), T, m);
+  float* row = ws.deep_row.data();
+  for (int64_t t = 0; t < T; ++t) {
+    mat_row(L.s_emb, ws.tokens[size_t(t)], row);
+    float* mt = m + t * DD;
+    for (int64_t i = 0; i < DD; ++i) mt[i] += row[i];
+  }
+  float* s = ws.deep_s.data();
+  matmul(L.s1, ws.xn.data(), T, s);
+  float* sm = ws.deep_sm.data();
+  for (int64_t t = 0; t < T; ++t) {
+    const float* st = s + t * D;
+    const float* mt = m + t * DD;
+    float* out = sm + t * D;
+    for (int64_t j = 0; j < D; ++j) out[j] = 0.0f;
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t j = 0; j < D; ++j) out[j] += st[i] * mt[i * D + j];
+  }
+  float* gate = ws.deep_gate.data();
+  matmul(L.s2, sm, T, gate);
+  float* hidden = ws.ffn.data();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t f = 0; f < F; ++f) hidden[t * F + f] *= gate[t * F + f] + L.s0[f];
 }
 
 void Rwkv7::run_layers(std::span<const Segment> segments, int64_t T, Rwkv7Workspace& ws) const {
@@ -376,6 +427,11 @@ void Rwkv7::forward_batch_impl(std::span<const BatchItem> items, Workspace& work
       layer_norm(row, ln0_w_, ln0_b_, C, kLayerNormEps, row);
     }
   }
+  if (config_.deep_embed > 0) {  // the gates read each row's token and ln0(emb)
+    std::memcpy(ws.x0.data(), x, size_t(T * C) * sizeof(float));
+    for (size_t i = 0; i < items.size(); ++i)
+      std::copy(items[i].tokens.begin(), items[i].tokens.end(), ws.tokens.begin() + segments[i].row0);
+  }
   run_layers(segments, T, ws);
 
   // The head only for the rows whose logits are wanted, gathered contiguously.
@@ -400,10 +456,10 @@ void Rwkv7::forward_batch_impl(std::span<const BatchItem> items, Workspace& work
 
 }  // namespace
 
-std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive) {
+std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive, V7Variant variant) {
   ModelConfig cfg;
   cfg.arch = Arch::V7;
-  cfg.variant = "x070";
+  cfg.variant = variant == V7Variant::DeepEmbed ? "x070a (DeepEmbed)" : "x070";
   cfg.file_format = archive->format;
   // rwkv.cpp's converter stores the six token-shift mixes concatenated and
   // the LoRA matrices already transposed to [out, in].
@@ -442,6 +498,13 @@ std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive) 
   if (ffn_key.shape.size() != 2) fail("{}: tensor 'blocks.0.ffn.key.weight' must be a matrix", archive->path);
   cfg.dim_ffn = ffn_key.shape[0];
   cfg.dtype = in.get("blocks.0.att.receptance.weight").dtype;
+  if (variant == V7Variant::DeepEmbed) {
+    // D from s1 ([C, D], leading 1s allowed); the official code fixes D = 32.
+    const TensorInfo& s1 = in.get("blocks.0.ffn.s1");
+    if (s1.shape.size() < 2 || s1.shape.back() <= 0)
+      fail("{}: tensor 'blocks.0.ffn.s1' must be [n_embd, D]", archive->path);
+    cfg.deep_embed = s1.shape.back();
+  }
 
   auto lora = [&](const std::string& name, int64_t out, int64_t inner) {
     return rwkvcpp ? in.matrix(name, out, inner) : in.matrix_transposed(name, out, inner);
@@ -489,6 +552,14 @@ std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive) 
     L.ffn_x_k = in.vector(p + "ffn.x_k", C);
     L.ffn_key = in.matrix(p + "ffn.key.weight", cfg.dim_ffn, C);
     L.ffn_value = in.matrix(p + "ffn.value.weight", C, cfg.dim_ffn);
+    if (cfg.deep_embed > 0) {
+      const int64_t D = cfg.deep_embed;
+      L.s_emb = in.matrix(p + "ffn.s_emb.weight", cfg.n_vocab, D * D);
+      L.s_emb_x = in.matrix(p + "ffn.s_emb_x.weight", D * D, C);
+      L.s1 = in.squeezed_matrix_transposed(p + "ffn.s1", D, C);  // stored [C, D]
+      L.s2 = in.squeezed_matrix_transposed(p + "ffn.s2", cfg.dim_ffn, D);  // stored [D, F]
+      L.s0 = in.vector(p + "ffn.s0", cfg.dim_ffn);
+    }
   }
   const float* ln0_w = in.vector("blocks.0.ln0.weight", C);
   const float* ln0_b = in.vector("blocks.0.ln0.bias", C);

@@ -12,6 +12,10 @@ namespace rwkv {
 
 // Builds an RWKV-7 model from an archive holding its tensors (official
 // layout, or rwkv.cpp's converted layout when archive.format == "rwkv.cpp").
-std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive);
+// A DeepEmbed model also gates each channel mix's hidden layer per token:
+//   M = s_emb[token] + s_emb_x . ln0(emb[token]), viewed as [D, D] (D = 32)
+//   hidden *= ((x s1) M) s2 + s0     (x: the ln2 output, not token-shifted)
+std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive,
+                                  V7Variant variant = V7Variant::Plain);
 
 }  // namespace rwkv

@@ -58,10 +58,23 @@ MatRef WeightReader::matrix_transposed(std::string_view name, int64_t rows, int6
   const TensorInfo& t = get(name);
   if (t.shape.size() != 2 || t.shape[0] != cols || t.shape[1] != rows)
     fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), cols, rows);
+  return transposed(t, rows, cols);
+}
+
+MatRef WeightReader::squeezed_matrix_transposed(std::string_view name, int64_t rows, int64_t cols) {
+  const TensorInfo& t = get(name);
+  std::vector<int64_t> shape = t.shape;
+  while (shape.size() > 2 && shape.front() == 1) shape.erase(shape.begin());
+  if (shape != std::vector<int64_t>{cols, rows})
+    fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), cols, rows);
+  return transposed(t, rows, cols);
+}
+
+MatRef WeightReader::transposed(const TensorInfo& t, int64_t rows, int64_t cols) {
   // Quantized blocks run along the stored rows and cannot be transposed.
   if (is_quantized(t.dtype))
     fail("{}: tensor '{}' is quantized ({}) but stored transposed; only [out, in] matrices can be quantized",
-         archive_->path, name, dtype_name(t.dtype));
+         archive_->path, t.name, dtype_name(t.dtype));
   const size_t elem = dtype_size(t.dtype);
   std::vector<std::byte>& out = storage_.matrices.emplace_back(size_t(rows * cols) * elem);
   for (int64_t r = 0; r < rows; ++r)

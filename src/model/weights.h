@@ -37,11 +37,15 @@ class WeightReader {
   MatRef matrix(std::string_view name, int64_t rows, int64_t cols);
   // A matrix stored transposed, as [cols, rows]; returned as [rows, cols].
   MatRef matrix_transposed(std::string_view name, int64_t rows, int64_t cols);
+  // As matrix_transposed, also accepting leading dimensions of 1 (which the
+  // official loaders squeeze away), e.g. [1, cols, rows].
+  MatRef squeezed_matrix_transposed(std::string_view name, int64_t rows, int64_t cols);
   // Fails naming every tensor no call above asked for.
   void check_all_used() const;
 
  private:
   std::string shape_string(const TensorInfo& t) const;
+  MatRef transposed(const TensorInfo& t, int64_t rows, int64_t cols);
   std::shared_ptr<const TensorArchive> archive_;
   WeightStorage& storage_;
   std::set<std::string> used_;

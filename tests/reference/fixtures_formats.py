@@ -24,6 +24,11 @@ the C++ tests can require equal logits:
       a random RWKV-4 and its Hugging Face RwkvForCausalLM form (transformers'
       convert_rwkv_checkpoint_to_hf: rwkv.* names, pre_ln, attention,
       feed_forward, time_mix_key/value/receptance; values unchanged).
+  hf-rwkv5.pth, hf-rwkv5/{...}, hf-rwkv6.pth, hf-rwkv6/{...}
+      a random RWKV-5.2 and RWKV-6 in the Rwkv5ForCausalLM / Rwkv6ForCausalLM
+      form of the RWKV/rwkv-{5,6}-world-*-hf repositories (the same renames
+      plus time_mix_gate; time_decay, time_faaaa, time_maa_*, LoRAs as they
+      are).
   fla-rwkv7.pth, fla-rwkv7/{model.safetensors,config.json}
       a random RWKV-7 and its flash-linear-attention RWKV7ForCausalLM form
       (fla's utils/convert_from_rwkv7.py: model.layers.N.attn.*, LoRAs as
@@ -168,8 +173,10 @@ def llamacpp_rwkv6(sd, n_layer, rescale_every):
 
 # --- Hugging Face layouts ------------------------------------------------------------
 
-def hf_rwkv4(sd):
-    """transformers' convert_rwkv_checkpoint_to_hf.convert_state_dict (renames only)."""
+def hf_rwkv(sd):
+    """transformers' convert_rwkv_checkpoint_to_hf.convert_state_dict (renames only), and the
+    same renames plus time_mix_g -> time_mix_gate that the RWKV/rwkv-5-world-*-hf and
+    rwkv-6-world-*-hf checkpoints were made with (Rwkv5ForCausalLM / Rwkv6ForCausalLM)."""
     import re
     out = {}
     for name, t in sd.items():
@@ -179,7 +186,7 @@ def hf_rwkv4(sd):
             name = name.replace("blocks.0.ln0", "blocks.0.pre_ln")
         name = re.sub(r"blocks\.(\d+)\.att", r"blocks.\1.attention", name)
         name = re.sub(r"blocks\.(\d+)\.ffn", r"blocks.\1.feed_forward", name)
-        for short, long in (("k", "key"), ("v", "value"), ("r", "receptance")):
+        for short, long in (("k", "key"), ("v", "value"), ("r", "receptance"), ("g", "gate")):
             if name.endswith(".time_mix_" + short):
                 name = name[:-len(short)] + long
         if name != "head.weight":
@@ -258,11 +265,31 @@ def main():
     # Hugging Face RWKV-4.
     sd = f7.save_pth(fv.make_v4(4101, n_layer=3, n_embd=64, vocab=300, d_ffn=192), path("hf-rwkv4.pth"),
                      dtype=torch.bfloat16)
-    save_safetensors(hf_rwkv4(sd), path("hf-rwkv4", "model.safetensors"), {"format": "pt"})
+    save_safetensors(hf_rwkv(sd), path("hf-rwkv4", "model.safetensors"), {"format": "pt"})
     with open(path("hf-rwkv4", "config.json"), "w") as f:
         json.dump({"architectures": ["RwkvForCausalLM"], "model_type": "rwkv", "vocab_size": 300,
                    "hidden_size": 64, "num_hidden_layers": 3, "attention_hidden_size": 64,
                    "intermediate_size": 192, "context_length": 1024, "layer_norm_epsilon": 1e-5,
+                   "rescale_every": 6, "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0},
+                  f, indent=2)
+
+    # Hugging Face RWKV-5.2 and RWKV-6 (the RWKV/rwkv-{5,6}-world-*-hf classes).
+    sd = f7.save_pth(fv.make_v5(5301, version="5.2", n_layer=3, n_embd=64, head_size=32, vocab=280),
+                     path("hf-rwkv5.pth"), dtype=torch.bfloat16)
+    save_safetensors(hf_rwkv(sd), path("hf-rwkv5", "model.safetensors"), {"format": "pt"})
+    with open(path("hf-rwkv5", "config.json"), "w") as f:
+        json.dump({"architectures": ["Rwkv5ForCausalLM"], "model_type": "rwkv5", "vocab_size": 280,
+                   "hidden_size": 64, "num_hidden_layers": 3, "attention_hidden_size": 64, "head_size": 32,
+                   "num_attention_heads": 32, "intermediate_size": None, "layer_norm_epsilon": 1e-5,
+                   "rescale_every": 6, "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0},
+                  f, indent=2)
+    sd = f7.save_pth(fv.make_v6(6301, n_layer=3, n_embd=64, head_size=32, vocab=290, d_mix=8, d_decay=16),
+                     path("hf-rwkv6.pth"), dtype=torch.bfloat16)
+    save_safetensors(hf_rwkv(sd), path("hf-rwkv6", "model.safetensors"), {"format": "pt"})
+    with open(path("hf-rwkv6", "config.json"), "w") as f:
+        json.dump({"architectures": ["Rwkv6ForCausalLM"], "model_type": "rwkv6", "vocab_size": 290,
+                   "hidden_size": 64, "num_hidden_layers": 3, "attention_hidden_size": 64, "head_size": 32,
+                   "head_size_divisor": 8, "intermediate_size": None, "layer_norm_epsilon": 1e-5,
                    "rescale_every": 6, "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0},
                   f, indent=2)
 

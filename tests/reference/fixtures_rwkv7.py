@@ -19,6 +19,10 @@ Writes only into OUT_DIR/rwkv7/:
   rand-v7-L3-C128-hs64-V1000-bf16.pth  (+ .tokens.txt, .logits.npy)
       Random-weight models in the official layout, all bfloat16; the logits
       [48, V] (float32) come from the float64 reference on the bf16 weights.
+  rand-v7a-deepembed-L3-C128-hs32-V512-bf16.pth  (+ .tokens.txt, .logits.npy)
+      the same for a DeepEmbed (RWKV-7a) model: every block's ffn also has
+      s_emb.weight [V, 1024], s_emb_x.weight [1024, C], s1 [C, 32],
+      s2 [32, F] and s0 [F]; the tokens repeat some ids.
 
 Everything is deterministic (fixed seeds).
 """
@@ -113,7 +117,8 @@ def widen(torch_sd):
 # --- random models -----------------------------------------------------------------
 
 def make_random_v7(seed, n_layer, n_embd, head_size, vocab_size,
-                   d_decay, d_aaa, d_mv, d_gate, d_ffn=None, layer0_v=False):
+                   d_decay, d_aaa, d_mv, d_gate, d_ffn=None, layer0_v=False,
+                   deep_embed=0):
     """Random RWKV-7 weights, official names/shapes, float32 numpy.
 
     The scales aim at a well-conditioned network in which every part shows in
@@ -180,6 +185,16 @@ def make_random_v7(seed, n_layer, n_embd, head_size, vocab_size,
         sd[ffn + "x_k"] = uniform(vec, 0.0, 1.0)
         sd[ffn + "key.weight"] = normal((F, C), C ** -0.5)
         sd[ffn + "value.weight"] = normal((C, F), 0.4 * F ** -0.5)
+        if deep_embed:
+            # DeepEmbed: the token's D x D matrix has entries of about
+            # D^-0.5 (half table, half linear in ln0(emb)), so the gate
+            # ((x s1) M) s2 + s0 is about 1 +- 0.3 per hidden unit.
+            D = deep_embed
+            sd[ffn + "s_emb.weight"] = normal((vocab_size, D * D), 0.12)
+            sd[ffn + "s_emb_x.weight"] = normal((D * D, C), 0.12 * C ** -0.5)
+            sd[ffn + "s1"] = normal((C, D), C ** -0.5)
+            sd[ffn + "s2"] = normal((D, F), 0.3 * D ** -0.5)
+            sd[ffn + "s0"] = near_one(F)
     sd["ln_out.weight"] = near_one(C)
     sd["ln_out.bias"] = normal(C, 0.1)
     sd["head.weight"] = normal((vocab_size, C), 2.0 * C ** -0.5)
@@ -194,6 +209,9 @@ RANDOM_MODELS = [
     ("rand-v7-L3-C128-hs64-V1000-bf16", 7402,
      dict(n_layer=3, n_embd=128, head_size=64, vocab_size=1000,
           d_decay=8, d_aaa=8, d_mv=8, d_gate=16, layer0_v=False)),
+    ("rand-v7a-deepembed-L3-C128-hs32-V512-bf16", 7403,
+     dict(n_layer=3, n_embd=128, head_size=32, vocab_size=512,
+          d_decay=16, d_aaa=16, d_mv=8, d_gate=32, layer0_v=False, deep_embed=32)),
 ]
 N_TOKENS = 48
 
@@ -244,6 +262,8 @@ def main():
         sd_bf16 = save_pth(sd32, path(name + ".pth"), dtype=torch.bfloat16)
         rng = np.random.default_rng(seed + 1000)
         tokens = rng.integers(0, kw["vocab_size"], N_TOKENS).tolist()
+        if kw.get("deep_embed"):  # repeated ids: the per-token tables are read again
+            tokens[20:26] = tokens[2:8]
         with open(path(name + ".tokens.txt"), "w") as f:
             f.write(",".join(str(t) for t in tokens) + "\n")
         logits = ref.forward(widen(sd_bf16), tokens)

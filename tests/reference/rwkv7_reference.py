@@ -25,6 +25,17 @@ state dicts that RWKV-LM trains and BlinkDL publishes):
     blocks.i.ffn.x_k [1,1,C]  key.weight [F,C]  value.weight [C,F]
     ln_out.{weight,bias} [C]   head.weight [V, C]
 
+DeepEmbed releases (RWKV-7a, e.g. "rwkv7a-g1b-0.1b"; ChatRWKV runs them with
+RWKV_DE_VERSION=1) add to every block's channel mix, with D = 32:
+
+    blocks.i.ffn.s_emb.weight    [V, D*D]   a per-token D x D matrix
+    blocks.i.ffn.s_emb_x.weight  [D*D, C]   its part linear in ln0(emb[token])
+    blocks.i.ffn.s1 [C, D]   s2 [D, F]   s0 [F]   (any leading 1 dimensions)
+
+and gate the squared-ReLU hidden layer by (((x @ s1) @ M) @ s2 + s0), where x
+is the ln2 output (not token-shifted) and M = (s_emb[token] + s_emb_x @
+ln0(emb[token])) viewed as [D, D] (row index first).  Nothing else changes.
+
 All hyper-parameters are read off the shapes.  Every tensor is widened to
 float64 before use, so bf16/fp16 checkpoints are evaluated exactly as
 stored.
@@ -75,6 +86,7 @@ class Config:
     d_mv: int          # LoRA rank of v1/v2 (0 if the model has a single layer)
     d_gate: int        # LoRA rank of g1/g2
     d_ffn: int         # F
+    d_deep_embed: int = 0  # D of DeepEmbed (0: a plain x070 model)
 
 
 # --- loading -----------------------------------------------------------------
@@ -105,7 +117,11 @@ def infer_config(weights):
         if f"blocks.{i}.att.v1" in weights:
             d_mv = np.shape(weights[f"blocks.{i}.att.v1"])[1]
             break
+    d_deep_embed = 0
+    if "blocks.0.ffn.s1" in weights:
+        d_deep_embed = _squeezed(weights["blocks.0.ffn.s1"])[-1]
     cfg = Config(
+        d_deep_embed=d_deep_embed,
         n_layer=n_layer, n_embd=n_embd, n_head=n_head, head_size=head_size,
         vocab_size=vocab_size,
         d_decay=np.shape(weights["blocks.0.att.w1"])[1],
@@ -116,6 +132,14 @@ def infer_config(weights):
     )
     _check_shapes(weights, cfg)
     return cfg
+
+
+def _squeezed(a):
+    """The shape without leading 1s (the official loaders squeeze every tensor)."""
+    shape = list(np.shape(a))
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
 
 
 def _expected_shapes(cfg):
@@ -151,6 +175,11 @@ def _expected_shapes(cfg):
         if i > 0:  # layer 0 has no value residual
             shapes.update({att + "v0": vec, att + "v1": (C, cfg.d_mv),
                            att + "v2": (cfg.d_mv, C)})
+        D = cfg.d_deep_embed
+        if D:
+            ffn = b + "ffn."
+            shapes.update({ffn + "s_emb.weight": (V, D * D), ffn + "s_emb_x.weight": (D * D, C),
+                           ffn + "s1": (C, D), ffn + "s2": (D, F), ffn + "s0": (F,)})
     return shapes
 
 
@@ -159,8 +188,11 @@ def _check_shapes(weights, cfg):
         if name not in weights:
             raise KeyError(f"missing tensor {name}")
         got = tuple(np.shape(weights[name]))
-        # [1,1,C] vectors are also accepted squeezed to [C].
-        if got != shape and not (len(shape) == 3 and got == (shape[2],)):
+        # [1,1,C] vectors are also accepted squeezed to [C]; DeepEmbed's
+        # s0/s1/s2 with any leading 1s.
+        deep = ".ffn.s" in name and not name.endswith(".weight")
+        if got != shape and not (len(shape) == 3 and got == (shape[2],)) and \
+                not (deep and _squeezed(weights[name]) == shape):
             raise ValueError(f"{name}: shape {got}, expected {shape}")
 
 
@@ -201,6 +233,13 @@ def _prepare(weights, cfg):
             layer.v0 = get(att + "v0")
             layer.v1 = lin(att + "v1")
             layer.v2 = lin(att + "v2")
+        if cfg.d_deep_embed:
+            D, C, F = cfg.d_deep_embed, cfg.n_embd, cfg.d_ffn
+            layer.s_emb = lin(ffn + "s_emb.weight")            # [V, D*D]
+            layer.s_emb_x = lin(ffn + "s_emb_x.weight")        # [D*D, C]
+            layer.s1 = lin(ffn + "s1").reshape(C, D)
+            layer.s2 = lin(ffn + "s2").reshape(D, F)
+            layer.s0 = get(ffn + "s0")
         model.layers.append(layer)
     return model
 
@@ -297,10 +336,23 @@ def time_mix(p, cfg, layer_id, x, state, v_first):
     return p.W_o @ (y * g), v_first
 
 
-def channel_mix(p, layer_id, x, state):
+def deep_embed_gate(p, cfg, x, token, x0):
+    """DeepEmbed's per-token gate [F] on the hidden layer.
+
+    x: the ln2 output [C]; x0: ln0(emb[token]), the block input of layer 0.
+    The token's D x D matrix is a table row plus a linear function of x0.
+    """
+    D = cfg.d_deep_embed
+    m = (p.s_emb[token] + p.s_emb_x @ x0).reshape(D, D)
+    return ((x @ p.s1) @ m) @ p.s2 + p.s0
+
+
+def channel_mix(p, cfg, layer_id, x, state, token=None, x0=None):
     """Feed-forward block.  x is the ln2 output [C]; updates state.ffn_x."""
     xk = token_shift_mix(x, state.ffn_x[layer_id], p.ffn_x_k)
     hidden = np.maximum(p.ffn_key @ xk, 0.0) ** 2       # squared ReLU
+    if cfg.d_deep_embed:
+        hidden = hidden * deep_embed_gate(p, cfg, x, token, x0)
     state.ffn_x[layer_id] = x
     return p.ffn_value @ hidden
 
@@ -319,12 +371,13 @@ def init_state(cfg):
 
 def forward_token(model, cfg, token, state):
     """One step of the recurrence: logits [V] for `token`, state updated."""
-    x = layer_norm(model.emb[token], *model.ln0)
+    x0 = layer_norm(model.emb[token], *model.ln0)
+    x = x0
     v_first = None
     for i, p in enumerate(model.layers):
         dx, v_first = time_mix(p, cfg, i, layer_norm(x, *p.ln1), state, v_first)
         x = x + dx
-        x = x + channel_mix(p, i, layer_norm(x, *p.ln2), state)
+        x = x + channel_mix(p, cfg, i, layer_norm(x, *p.ln2), state, token, x0)
     return model.head @ layer_norm(x, *model.ln_out)
 
 

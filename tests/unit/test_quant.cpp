@@ -1,8 +1,9 @@
 // ggml block-quantized weights: hand-made blocks decode to the documented
 // values, quantization rounds as ggml does (byte-identical to rwkv.cpp's
 // files), errors stay within the quantization step, and rwkv.cpp's quantized
-// tiny models load and give the FP32 logits within tolerances derived from
-// their quantization step.
+// tiny models (and every type quantized from its FP32/FP16 ones, rwkv.cpp's
+// own test matrix) load and give the FP32 logits and rwkv.cpp's expected
+// logits within tolerances derived from their quantization step.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -352,22 +353,152 @@ TEST(QuantFiles, TinyModelsMatchTheirFp32LogitsWithinTheQuantizationError) {
   }
 }
 
-TEST(QuantFiles, Rwkv6TinyModelMatchesRwkvCppsExpectedLogits) {
-  // The 6v0 tiny model exists only quantized; rwkv.cpp's expected logits come
-  // from its FP32 weights.
-  const auto expected = test::read_f32_file(test::shared_path("models/rwkvcpp-tiny/expected-logits-6v0-3m.bin"));
-  ASSERT_EQ(expected.size(), 256u);
+// rwkv.cpp's tests/test_tiny_rwkv.c checks every version in every type
+// against the expected logits (those of its FP32 model after '"', 'i', 'n'),
+// in serial and sequence mode, with one bound per version and type: the
+// signed sum of the 256 differences its own build measured, plus 5%. That
+// bound is a measurement of one implementation, and a signed sum lets
+// opposite errors cancel (STYLE.md). Here every case has two bounds on the
+// whole vector: the a-priori one of expect_close (from the file's
+// quantization step), and, justified the way rwkv.cpp justifies its own, the
+// normalised error this engine measured for that case plus 5% (a regression
+// bound, 2x to 360x tighter than the a-priori one). The measured values were
+// taken in RNN mode with int8 activations (the default); sequence mode and
+// other SIMD targets differ from them by float rounding only.
+struct RwkvCppCase {
+  const char* version;  // rwkv.cpp's name, e.g. "5v2-730K"
+  const char* source;   // "file": rwkv.cpp's own quantized file; "FP32"/"FP16": quantized here from that file
+  const char* type;
+  double rwkvcpp_signed_sum;  // rwkv.cpp's expected difference sum for the case
+  double measured;            // this engine's normalised error, RNN mode
+};
+
+// rwkv.cpp's shipped Q5 files are the FP32 files quantized (byte-identical,
+// see QuantizingTheFp32FilesReproducesRwkvCppsBytes), so they carry its
+// FP32 -> Q5 sums.
+constexpr RwkvCppCase kRwkvCppCases[] = {
+    {"4v0-660K", "file", "Q5_0", -0.170404, 0.0125},
+    {"4v0-660K", "file", "Q5_1", +0.278034, 0.0106},
+    {"5v1-730K", "file", "Q5_0", -163.439407, 0.36},
+    {"5v1-730K", "file", "Q5_1", -18.017435, 0.0537},
+    {"5v2-730K", "file", "Q5_0", +25.273308, 0.0791},
+    {"5v2-730K", "file", "Q5_1", +48.068733, 0.106},
+    {"6v0-3m", "file", "Q5_0", -27.332073, 0.0199},
+    {"6v0-3m", "file", "Q5_1", +3.576909, 0.00414},
+    {"7v0-834K", "file", "Q5_0", -0.063645, 0.00204},
+    {"7v0-834K", "file", "Q5_1", -0.064663, 0.00219},
+    {"4v0-660K", "FP32", "Q4_0", -0.160030, 0.0431},
+    {"4v0-660K", "FP32", "Q4_1", -0.547409, 0.0265},
+    {"4v0-660K", "FP32", "Q5_0", -0.170404, 0.0125},
+    {"4v0-660K", "FP32", "Q5_1", +0.278034, 0.0106},
+    {"4v0-660K", "FP32", "Q8_0", +0.076282, 0.00314},
+    {"4v0-660K", "FP16", "Q4_0", +0.154614, 0.0431},
+    {"4v0-660K", "FP16", "Q4_1", -0.539827, 0.0263},
+    {"4v0-660K", "FP16", "Q5_0", -0.180142, 0.0125},
+    {"4v0-660K", "FP16", "Q5_1", +0.294953, 0.0107},
+    {"4v0-660K", "FP16", "Q8_0", +0.077226, 0.00309},
+    {"5v1-730K", "FP32", "Q4_0", +117.932594, 0.253},
+    {"5v1-730K", "FP32", "Q4_1", -26.712271, 0.129},
+    {"5v1-730K", "FP32", "Q5_0", -163.439407, 0.36},
+    {"5v1-730K", "FP32", "Q5_1", -18.017435, 0.0537},
+    {"5v1-730K", "FP32", "Q8_0", +0.585238, 0.00936},
+    {"5v1-730K", "FP16", "Q4_0", +119.471931, 0.258},
+    {"5v1-730K", "FP16", "Q4_1", -28.245888, 0.141},
+    {"5v1-730K", "FP16", "Q5_0", -159.870956, 0.359},
+    {"5v1-730K", "FP16", "Q5_1", -39.708530, 0.103},
+    {"5v1-730K", "FP16", "Q8_0", -0.962695, 0.0134},
+    {"5v2-730K", "FP32", "Q4_0", +35.271305, 0.207},
+    {"5v2-730K", "FP32", "Q4_1", +67.015076, 0.193},
+    {"5v2-730K", "FP32", "Q5_0", +25.273308, 0.0791},
+    {"5v2-730K", "FP32", "Q5_1", +48.068733, 0.106},
+    {"5v2-730K", "FP32", "Q8_0", -9.441034, 0.0136},
+    {"5v2-730K", "FP16", "Q4_0", +34.135971, 0.207},
+    {"5v2-730K", "FP16", "Q4_1", +65.573822, 0.167},
+    {"5v2-730K", "FP16", "Q5_0", +21.588751, 0.0806},
+    {"5v2-730K", "FP16", "Q5_1", +29.726818, 0.0834},
+    {"5v2-730K", "FP16", "Q8_0", -7.242277, 0.0175},
+    {"7v0-834K", "FP32", "Q4_0", +0.136785, 0.00514},
+    {"7v0-834K", "FP32", "Q4_1", +0.002614, 0.0048},
+    {"7v0-834K", "FP32", "Q5_0", -0.063645, 0.00204},
+    {"7v0-834K", "FP32", "Q5_1", -0.064663, 0.00219},
+    {"7v0-834K", "FP32", "Q8_0", +0.011924, 0.000553},
+    {"7v0-834K", "FP16", "Q4_0", +0.136678, 0.00514},
+    {"7v0-834K", "FP16", "Q4_1", -0.005140, 0.0048},
+    {"7v0-834K", "FP16", "Q5_0", -0.064447, 0.00204},
+    {"7v0-834K", "FP16", "Q5_1", -0.063531, 0.00219},
+    {"7v0-834K", "FP16", "Q8_0", +0.010921, 0.000553},
+};
+
+void check_against_rwkvcpp(const Model& model, const TensorArchive& file, const RwkvCppCase& c,
+                           const std::vector<float>& expected) {
+  const std::string what = std::string(c.version) + " " + c.source + " -> " + c.type;
+  const double eps_w = weight_error_from_step(file);
+  const int64_t products = model.config().n_layer * quantized_products_per_layer(model.config().arch);
   const std::vector<int32_t> prompt = {'"', 'i', 'n'};
-  for (const char* type : {"Q5_0", "Q5_1"}) {
-    const std::string path = test::tiny_model("6v0-3m", type);
-    const auto model = load_model(path);
-    EXPECT_EQ(model->config().arch, Arch::V6);
-    const double eps_w = weight_error_from_step(read_rwkvcpp(path));
-    const int64_t products = model->config().n_layer * quantized_products_per_layer(Arch::V6);
-    for (bool rnn : {true, false})
-      expect_close(logits_of(*model, prompt, rnn), expected, eps_w, products,
-                   std::string("6v0-3m ") + type + (rnn ? " RNN" : " sequence"));
+  for (bool rnn : {true, false}) {
+    const auto logits = logits_of(model, prompt, rnn);
+    const std::string mode = what + (rnn ? " RNN" : " sequence");
+    expect_close(logits, expected, eps_w, products, mode);
+    double signed_sum = 0;
+    for (size_t i = 0; i < logits.size(); ++i) signed_sum += double(logits[i]) - expected[i];
+    std::cout << "[ rwkv.cpp ] " << mode << ": signed sum ours " << signed_sum << ", rwkv.cpp's "
+              << c.rwkvcpp_signed_sum << "\n";
+    EXPECT_LE(compare(logits, expected).normalised, 1.05 * c.measured) << mode << " (regression bound)";
   }
+}
+
+TEST(QuantFiles, EveryQuantizedTinyFileMatchesRwkvCppsExpectedLogits) {
+  LoadOptions options;
+  options.v5_group_norm_eps = 1e-5f;  // rwkv.cpp's expected logits are computed with it
+  int files = 0;
+  for (const RwkvCppCase& c : kRwkvCppCases) {
+    if (std::string(c.source) != "file") continue;
+    SCOPED_TRACE(std::string(c.version) + " " + c.type);
+    const auto expected =
+        test::read_f32_file(test::shared_path("models/rwkvcpp-tiny/expected-logits-" + std::string(c.version) + ".bin"));
+    ASSERT_EQ(expected.size(), 256u);
+    const std::string path = test::tiny_model(c.version, c.type);
+    const auto archive = std::make_shared<TensorArchive>(read_rwkvcpp(path));
+    const auto model = load_model(archive, options);
+    EXPECT_EQ(dtype_name(model->config().dtype), std::string(c.type) == "Q5_0" ? "q5_0" : "q5_1");
+    check_against_rwkvcpp(*model, *archive, c, expected);
+    ++files;
+  }
+  // Every quantized tiny file in the shared folder is covered.
+  int present = 0;
+  for (const auto& e : std::filesystem::directory_iterator(test::shared_path("models/rwkvcpp-tiny"))) {
+    const std::string name = e.path().filename().string();
+    present += name.starts_with("tiny-rwkv-") && name.find("-Q") != std::string::npos;
+  }
+  EXPECT_EQ(files, present);
+  EXPECT_EQ(files, 10);
+}
+
+TEST(QuantFiles, EveryTypeQuantizedFromFp32AndFp16MatchesRwkvCppsExpectedLogits) {
+  // rwkv.cpp's test matrix: each float file quantized to each type (6v0 has
+  // no float files here).
+  test::TempDir dir;
+  LoadOptions options;
+  options.v5_group_norm_eps = 1e-5f;
+  int cases = 0;
+  for (const RwkvCppCase& c : kRwkvCppCases) {
+    if (std::string(c.source) == "file") continue;
+    SCOPED_TRACE(std::string(c.version) + " " + c.source + " -> " + c.type);
+    const auto expected =
+        test::read_f32_file(test::shared_path("models/rwkvcpp-tiny/expected-logits-" + std::string(c.version) + ".bin"));
+    ASSERT_EQ(expected.size(), 256u);
+    std::string type = c.type;
+    for (char& ch : type) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string out = dir / (std::string(c.version) + "-" + c.source + "-" + type + ".bin");
+    const auto r = test::run_cli("quantize -m " + test::tiny_model(c.version, c.source) + " -o " + out + " --type " + type);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto archive = std::make_shared<TensorArchive>(read_rwkvcpp(out));
+    const auto model = load_model(archive, options);
+    EXPECT_EQ(dtype_name(model->config().dtype), type);
+    check_against_rwkvcpp(*model, *archive, c, expected);
+    ++cases;
+  }
+  EXPECT_EQ(cases, 4 * 2 * 5);
 }
 
 // The same model with every quantized matrix decoded to f32 up front must
