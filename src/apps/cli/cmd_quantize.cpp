@@ -1,8 +1,6 @@
 // rwkv quantize: an FP32/FP16 rwkv.cpp model file to a block-quantized one
 // (rwkv.cpp file version 101), choosing the same tensors rwkv.cpp does and
 // writing the same bytes for them.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -59,25 +57,6 @@ bool wants_quantization(const TensorInfo& t) {
   return true;
 }
 
-class Progress {
- public:
-  explicit Progress(size_t total) : total_(std::max<size_t>(total, 1)), tty_(::isatty(2) != 0) {}
-  void update(size_t done, const std::string& name) {
-    if (!tty_) return;
-    const int width = 30, filled = int(double(done) / double(total_) * width);
-    std::fprintf(stderr, "\r[%-*s] %3d%% %-40.40s", width, std::string(size_t(filled), '#').c_str(),
-                 int(100.0 * double(done) / double(total_)), name.c_str());
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (tty_) std::fprintf(stderr, "\r%-80s\r", "");
-  }
-
- private:
-  size_t total_;
-  bool tty_;
-};
-
 template <typename T>
 void put(AtomicFile& out, T value) {
   out.write(&value, sizeof value);
@@ -105,12 +84,12 @@ int run_quantize(const QuantizeOptions& o) {
     put<uint32_t>(out, uint32_t(std::stoul(in.metadata.at(key))));
   put<uint32_t>(out, rwkvcpp_code(target));
 
-  Progress progress(total_bytes);
+  ProgressBar progress("quantizing");
   size_t done_bytes = 0, written = 0, quantized = 0;
   std::vector<float> widened;
   std::vector<uint8_t> blocks;
   for (const TensorInfo& t : in.tensors()) {
-    progress.update(done_bytes, t.name);
+    progress.update(double(done_bytes), double(total_bytes), t.name);
     const int64_t cols = t.shape.back();
     const bool quantize = wants_quantization(t) && cols % kQuantBlock == 0;
     const DType dtype = quantize ? target : t.dtype;

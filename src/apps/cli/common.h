@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/sampler.h"
@@ -33,6 +34,28 @@ struct SamplingFlags {
 };
 
 void add_tokenizer_flag(CLI::App& cmd, std::string& spec);
+
+// A progress bar on stderr: "label [#####.....]  42% detail", drawn only when
+// stderr is a terminal (pipes and logs stay clean) and redrawn at most ten
+// times a second (and whenever the whole percentage changes).
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label);
+  ~ProgressBar() { finish(); }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(double done, double total, std::string_view detail = {});
+  // Clears the bar's line (once; later calls do nothing).
+  void finish();
+
+ private:
+  std::string label_;
+  bool tty_;
+  bool drawn_ = false;
+  int last_percent_ = -1;
+  int64_t last_draw_ns_ = 0;
+};
 
 // --threads N: the kernels' thread count for this run (core/thread_pool.h),
 // applied as soon as the flag is parsed; without it, every hardware thread.
