@@ -1,7 +1,8 @@
-// rwkv perplexity: its numbers equal the same quantities computed here
-// independently (log-softmax in double of the logits that `rwkv logits
-// --all-positions` writes, or that the library gives), for plain text, JSONL
-// documents and --ctx-len windows; bad input is refused.
+// rwkv perplexity and rwkv eval lambada: their numbers equal the same
+// quantities computed here independently (log-softmax in double of the
+// logits that `rwkv logits --all-positions` writes, or that the library
+// gives), for plain text, JSONL documents, --ctx-len windows and LAMBADA's
+// context/target split; bad input is refused.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,6 +37,12 @@ double nll_of(const float* row, int64_t n_vocab, int32_t target) {
   long double sum = 0;
   for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<long double>(row[i]) - max);
   return double(max + std::log(sum) - row[target]);
+}
+
+bool is_argmax(const float* row, int64_t n_vocab, int32_t target) {
+  for (int64_t i = 0; i < n_vocab; ++i)
+    if (row[i] > row[target] || (row[i] == row[target] && i < target)) return false;
+  return true;
 }
 
 std::vector<int32_t> byte_ids(const std::string& text) {
@@ -184,6 +191,88 @@ TEST(Perplexity, BadInputIsRefused) {
        }) {
     const auto r = test::run_cli(c.args);
     EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+// ------------------------------------------------------------------ LAMBADA
+
+TEST(Lambada, PerplexityAndAccuracyFollowTheOfficialScript) {
+  test::TempDir dir;
+  // The last one's target is a word the tiny model predicts byte by byte.
+  const std::vector<std::string> texts = {"She looked at the dog and said hello to the dog",
+                                          "one two three four", "the cat sat on the  mat", "and the the"};
+  std::string jsonl;
+  for (const auto& t : texts) jsonl += nlohmann::json({{"text", t}}).dump() + "\n";
+  write_text(dir / "lambada.jsonl", jsonl);
+  const auto j = run_json("eval lambada -m " + kModel + " --data " + (dir / "lambada.jsonl") + " --tokenizer bytes");
+
+  // rwkv_v7_demo.py: src = [0] + encode(context), dst = encode(" " + word);
+  // ppl = exp(-sum of per-document log-likelihoods / documents).
+  double total = 0, target_tokens = 0;
+  int correct = 0;
+  for (const auto& t : texts) {
+    const size_t space = t.rfind(' ');
+    std::vector<int32_t> ids = {0};
+    for (int32_t id : byte_ids(t.substr(0, space))) ids.push_back(id);
+    const size_t src = ids.size();
+    for (int32_t id : byte_ids(t.substr(space))) ids.push_back(id);
+    test::TempDir sub;
+    const auto logits = cli_logits(sub, ids);
+    bool all = true;
+    for (size_t i = src; i < ids.size(); ++i) {
+      total += nll_of(&logits[(i - 1) * 256], 256, ids[i]);
+      all = all && is_argmax(&logits[(i - 1) * 256], 256, ids[i]);
+      ++target_tokens;
+    }
+    correct += all ? 1 : 0;
+  }
+  const double n = double(texts.size());
+  EXPECT_EQ(j["documents"], texts.size());
+  EXPECT_EQ(j["target_tokens"].get<double>(), target_tokens);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(total / n), 1e-5 * std::exp(total / n));
+  EXPECT_NEAR(j["token_perplexity"].get<double>(), std::exp(total / target_tokens),
+              1e-5 * std::exp(total / target_tokens));
+  EXPECT_EQ(j["correct"].get<int>(), correct);
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), correct / n);
+}
+
+TEST(Lambada, RunsOnTheRealDataWithLimit) {
+  // Without --data the file is found beside the models (../shared/data).
+  const auto j = run_json("eval lambada -m " + kModel + " --tokenizer bytes --limit 20");
+  EXPECT_EQ(j["documents"], 20);
+  EXPECT_NE(j["data"].get<std::string>().find("lambada_test.jsonl"), std::string::npos);
+  EXPECT_GT(j["perplexity"].get<double>(), 1.0);
+  EXPECT_TRUE(std::isfinite(j["perplexity"].get<double>()));
+  EXPECT_GE(j["accuracy"].get<double>(), 0.0);
+  EXPECT_LE(j["accuracy"].get<double>(), 1.0);
+  const auto r = test::run_cli("eval lambada -m " + kModel + " --tokenizer bytes --limit 2", true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* key : {"documents: 2", "perplexity:", "accuracy:"})
+    EXPECT_NE(r.output.find(key), std::string::npos) << r.output;
+}
+
+TEST(Lambada, BadInputIsRefused) {
+  test::TempDir dir;
+  write_text(dir / "nospace.jsonl", "{\"text\": \"fine text\"}\n{\"text\": \"oneword\"}\n");
+  write_text(dir / "broken.jsonl", "{\"text\": \n");
+  write_text(dir / "empty.jsonl", "\n");
+  write_text(dir / "plain.txt", "a b c");
+  const std::string m = "eval lambada -m " + kModel + " --tokenizer bytes ";
+  struct Case {
+    std::string args, needle;
+  };
+  for (const Case& c : std::vector<Case>{
+           {m + "--data " + (dir / "nospace.jsonl"), "document 2 has no space"},
+           {m + "--data " + (dir / "broken.jsonl"), "broken.jsonl:1"},
+           {m + "--data " + (dir / "empty.jsonl"), "no documents"},
+           {m + "--data " + (dir / "plain.txt"), ".jsonl"},
+           {m + "--data " + (dir / "missing.jsonl"), "cannot open"},
+           {m + "--limit -3", "--limit"},
+           {"eval", "subcommand"},
+       }) {
+    const auto r = test::run_cli(c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
   }
 }

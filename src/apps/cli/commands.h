@@ -25,5 +25,6 @@ Runner add_convert(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_perplexity(CLI::App& app);
+Runner add_eval(CLI::App& app);
 
 }  // namespace rwkv::cli

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_quantize);
   add(rwkv::cli::add_bench);
   add(rwkv::cli::add_perplexity);
+  add(rwkv::cli::add_eval);
 
   try {
     app.parse(argc, argv);
