@@ -26,8 +26,8 @@
 namespace rwkv {
 namespace {
 
-constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
-                               DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                               DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_NL};
 
 // Restores the default SIMD target and thread count after a test.
 class KernelTest : public ::testing::Test {

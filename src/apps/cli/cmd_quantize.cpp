@@ -26,25 +26,10 @@ struct QuantizeOptions {
   std::string type;
 };
 
-// rwkv.cpp's data type codes (docs/FILE_FORMAT.md) for the types written here.
-uint32_t rwkvcpp_code(DType t) {
-  switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q5_0: return 7;
-    case DType::Q5_1: return 8;
-    case DType::Q8_0: return 9;
-    default: break;
-  }
-  fail("{} has no rwkv.cpp data type code", dtype_name(t));
-}
-
 DType parse_type(const std::string& name) {
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1})
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_NL})
     if (dtype_name(t) == name) return t;
-  fail("--type: '{}' is not one of q8_0, q4_0, q4_1, q5_0, q5_1", name);
+  fail("--type: '{}' is not one of q8_0, q4_0, q4_1, q5_0, q5_1, q4_nl", name);
 }
 
 // rwkv.cpp's rule (rwkv_quantize.inc): only matrices, and not the embedding,
@@ -82,7 +67,7 @@ int run_quantize(const QuantizeOptions& o) {
   put<uint32_t>(out, 101);  // the version whose quantized blocks have ggml's current layouts
   for (const char* key : {"rwkvcpp.n_vocab", "rwkvcpp.n_embed", "rwkvcpp.n_layer"})
     put<uint32_t>(out, uint32_t(std::stoul(in.metadata.at(key))));
-  put<uint32_t>(out, rwkvcpp_code(target));
+  put<uint32_t>(out, rwkvcpp_type_code(target));
 
   ProgressBar progress("quantizing");
   size_t done_bytes = 0, written = 0, quantized = 0;
@@ -95,7 +80,7 @@ int run_quantize(const QuantizeOptions& o) {
     const DType dtype = quantize ? target : t.dtype;
     put<uint32_t>(out, uint32_t(t.shape.size()));
     put<uint32_t>(out, uint32_t(t.name.size()));
-    put<uint32_t>(out, rwkvcpp_code(dtype));
+    put<uint32_t>(out, rwkvcpp_type_code(dtype));
     for (auto d = t.shape.rbegin(); d != t.shape.rend(); ++d) put<uint32_t>(out, uint32_t(*d));  // innermost first
     out.write(t.name.data(), t.name.size());
     if (!quantize) {
@@ -132,7 +117,10 @@ Runner add_quantize(CLI::App& app) {
   auto o = std::make_shared<QuantizeOptions>();
   cmd->add_option("-m,--model", o->input, "Input rwkv.cpp model file (FP32 or FP16)")->required();
   cmd->add_option("-o,--output", o->output, "Output rwkv.cpp model file")->required();
-  cmd->add_option("--type", o->type, "q8_0, q4_0, q4_1, q5_0 or q5_1")->required();
+  cmd->add_option("--type", o->type,
+                  "q8_0, q4_0, q4_1, q5_0, q5_1 (rwkv.cpp's), or q4_nl (this engine's own: Q4_0's size, "
+                  "less error; only this engine reads it)")
+      ->required();
   add_threads_flag(*cmd);
   return [o] { return run_quantize(*o); };
 }
