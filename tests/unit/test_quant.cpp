@@ -15,7 +15,9 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "formats/open.h"
 #include "formats/rwkvcpp.h"
+#include "model/layouts.h"
 #include "model/loader.h"
 #include "test_util.h"
 
@@ -619,6 +621,78 @@ TEST(QuantizeCommand, EveryTypeLoadsAndStaysWithinItsQuantizationError) {
   }
 }
 
+TEST(QuantizeCommand, RwkvCppLayoutIsTheInverseOfReadingRwkvCppFiles) {
+  // rwkv.cpp file -> official layout -> rwkv.cpp layout gives back the file's
+  // tensors: names, shapes, dtypes, values (the decay transforms to within
+  // float rounding, everything else exactly).
+  for (const char* version : kVersions) {
+    for (const char* type : {"FP32", "FP16"}) {
+      const auto original = std::make_shared<TensorArchive>(read_rwkvcpp(test::tiny_model(version, type)));
+      const auto official = to_official_layout(original, /*undo_rwkvcpp=*/true);
+      ASSERT_EQ(detect_layout(*official), Layout::Official);
+      const auto back = to_rwkvcpp_layout(official);
+      EXPECT_EQ(back->tensors().size(), original->tensors().size()) << version << " " << type;
+      for (const char* key : {"rwkvcpp.n_vocab", "rwkvcpp.n_embed", "rwkvcpp.n_layer"})
+        EXPECT_EQ(back->metadata.at(key), original->metadata.at(key)) << version << " " << key;
+      for (const TensorInfo& t : original->tensors()) {
+        const TensorInfo* b = back->find(t.name);
+        ASSERT_NE(b, nullptr) << version << " " << t.name;
+        EXPECT_EQ(b->shape, t.shape) << version << " " << t.name;
+        if (t.shape.size() == 2 || std::string(type) == "FP32") {
+          EXPECT_EQ(b->dtype, t.dtype) << version << " " << t.name;
+        }
+        std::vector<float> x(size_t(t.numel())), y(size_t(t.numel()));
+        convert_to_f32(t.dtype, t.data, x.data(), x.size());
+        convert_to_f32(b->dtype, b->data, y.data(), y.size());
+        for (size_t i = 0; i < x.size(); ++i)
+          ASSERT_NEAR(y[i], x[i], 4e-7 * std::fabs(x[i])) << version << " " << type << " " << t.name << " [" << i << "]";
+      }
+    }
+  }
+}
+
+TEST(QuantizeCommand, QuantizesAnyFileTheEngineReads) {
+  // The official .pth that `rwkv convert` makes from rwkv.cpp's FP32 file
+  // quantizes to the same blocks as the file itself, and to the same model.
+  test::TempDir dir;
+  const std::vector<int32_t> prompt = {'"', 'i', 'n', ' ', 't', 'h', 'e'};
+  for (const char* version : {"5v2-730K", "7v0-834K"}) {
+    const std::string pth = dir / "model.pth", out = dir / "q5_1.bin";
+    auto r = test::run_cli("convert -m " + test::tiny_model(version, "FP32") + " -o " + pth);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = test::run_cli("quantize -m " + pth + " -o " + out + " --type q5_1");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const TensorArchive ours = read_rwkvcpp(out), theirs = read_rwkvcpp(test::tiny_model(version, "Q5_1"));
+    EXPECT_EQ(ours.tensors().size(), theirs.tensors().size());
+    for (const TensorInfo& t : theirs.tensors()) {
+      const TensorInfo* o = ours.find(t.name);
+      ASSERT_NE(o, nullptr) << t.name;
+      EXPECT_EQ(o->dtype, t.dtype) << t.name;
+      if (is_quantized(t.dtype)) {
+        EXPECT_EQ(std::memcmp(o->data, t.data, t.nbytes), 0) << version << " " << t.name;
+      }
+    }
+    LoadOptions options;
+    options.v5_group_norm_eps = 1e-5f;
+    const auto a = logits_of(*load_model(out, options), prompt, false);
+    const auto b = logits_of(*load_model(test::tiny_model(version, "Q5_1"), options), prompt, false);
+    EXPECT_LE(compare(a, b).normalised, 1e-5) << version;
+  }
+  // A bf16 official checkpoint (random RWKV-7, World vocabulary) to q4_nl.
+  const std::string pth = test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth");
+  const std::string out = dir / "rand-q4_nl.bin";
+  const auto r = test::run_cli("quantize -m " + pth + " -o " + out + " --type q4_nl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto model = load_model(out);
+  EXPECT_EQ(model->config().dtype, DType::Q4_NL);
+  const auto reference = logits_of(*load_model(pth), prompt, false);
+  const double eps_w = measured_weight_error(read_rwkvcpp(out), *to_rwkvcpp_layout(open_tensor_archive(pth)));
+  std::cout << "[ measured ] rand-v7 bf16 -> q4_nl: weight error " << eps_w << "\n";
+  EXPECT_LT(eps_w, 0.1);
+  expect_close(logits_of(*model, prompt, false), reference, eps_w, 2 * quantized_products_per_layer(Arch::V7),
+               "rand-v7 bf16 .pth -> q4_nl");
+}
+
 TEST(QuantizeCommand, BadInputIsRefusedWithoutOutput) {
   test::TempDir dir;
   const std::string out = dir / "out.bin";
@@ -627,7 +701,7 @@ TEST(QuantizeCommand, BadInputIsRefusedWithoutOutput) {
   } cases[] = {
       {"-m " + test::tiny_model("7v0-834K", "Q5_0") + " --type q4_0", "already q5_0"},
       {"-m " + test::tiny_model("7v0-834K", "FP32") + " --type q3_k", "not one of"},
-      {"-m " + test::fixture_path("pth/f32.pth") + " --type q8_0", "convert_pytorch_to_ggml.py"},
+      {"-m " + test::shared_path("data/demo.jsonl") + " --type q8_0", "demo.jsonl"},
       {"-m " + (dir / "missing.bin") + " --type q8_0", "missing.bin"},
   };
   for (const auto& c : cases) {

@@ -1,6 +1,8 @@
-// rwkv quantize: an FP32/FP16 rwkv.cpp model file to a block-quantized one
-// (rwkv.cpp file version 101), choosing the same tensors rwkv.cpp does and
-// writing the same bytes for them.
+// rwkv quantize: a float model file to a block-quantized rwkv.cpp one (file
+// version 101), choosing the same tensors rwkv.cpp does and writing the same
+// bytes for them. An rwkv.cpp FP32/FP16 file is quantized as it is; any other
+// file the engine reads (.pth, safetensors, GGUF, ...) is first put in
+// rwkv.cpp's layout as its converter would (model/layouts.h).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +18,8 @@
 #include "core/thread_pool.h"
 #include "formats/open.h"
 #include "formats/rwkvcpp.h"
+#include "model/layouts.h"
+#include "model/loader.h"
 
 namespace rwkv::cli {
 namespace {
@@ -49,15 +53,15 @@ void put(AtomicFile& out, T value) {
 
 int run_quantize(const QuantizeOptions& o) {
   const DType target = parse_type(o.type);
-  const auto archive = open_tensor_archive(o.input);
-  if (archive->format != "rwkv.cpp")
-    fail("{}: a {} file; quantize takes rwkv.cpp model files (convert checkpoints with rwkv.cpp's "
-         "convert_pytorch_to_ggml.py first)",
-         o.input, archive->format);
+  // Any model file the engine reads, in rwkv.cpp's layout (rwkv.cpp files as they are).
+  const auto source = open_tensor_archive(o.input);
+  for (const TensorInfo& t : source->tensors())
+    if (is_quantized(t.dtype))
+      fail("{}: tensor '{}' is already {}; quantize from a file with float weights", o.input, t.name,
+           dtype_name(t.dtype));
+  const auto archive = to_rwkvcpp_layout(source);
+  if (archive != source) load_model(archive);  // refuse what the engine would not load, before writing
   const TensorArchive& in = *archive;
-  for (const TensorInfo& t : in.tensors())
-    if (t.dtype != DType::F32 && t.dtype != DType::F16)
-      fail("{}: tensor '{}' is already {}; quantize from an FP32 or FP16 file", o.input, t.name, dtype_name(t.dtype));
 
   size_t total_bytes = 0;
   for (const TensorInfo& t : in.tensors()) total_bytes += t.nbytes;
@@ -113,9 +117,10 @@ int run_quantize(const QuantizeOptions& o) {
 }  // namespace
 
 Runner add_quantize(CLI::App& app) {
-  auto* cmd = app.add_subcommand("quantize", "Quantize an FP32/FP16 rwkv.cpp model file (as rwkv.cpp does)");
+  auto* cmd = app.add_subcommand("quantize", "Quantize a float model file to an rwkv.cpp file (as rwkv.cpp does)");
   auto o = std::make_shared<QuantizeOptions>();
-  cmd->add_option("-m,--model", o->input, "Input rwkv.cpp model file (FP32 or FP16)")->required();
+  cmd->add_option("-m,--model", o->input, "Input model file with float weights (rwkv.cpp FP32/FP16, .pth, ...)")
+      ->required();
   cmd->add_option("-o,--output", o->output, "Output rwkv.cpp model file")->required();
   cmd->add_option("--type", o->type,
                   "q8_0, q4_0, q4_1, q5_0, q5_1 (rwkv.cpp's), or q4_nl (this engine's own: Q4_0's size, "
