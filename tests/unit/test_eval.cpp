@@ -171,6 +171,57 @@ TEST(Perplexity, ScoringInChunksEqualsOneCall) {
   EXPECT_THROW(score_tokens(*model, a, std::vector<int32_t>{0, 300}, 1), Error);
 }
 
+TEST(Perplexity, ReferenceModelGivesKlDivergenceAndAgreement) {
+  test::TempDir dir;
+  const std::string text = "It was a bright cold day in April, and the clocks were striking thirteen.";
+  write_text(dir / "sample.txt", text);
+  const std::string quant = test::tiny_model("7v0-834K", "Q5_1");
+  const auto j = run_json("perplexity -m " + quant + " -f " + (dir / "sample.txt") + " --tokenizer bytes --reference " +
+                          kModel);
+  // Independently: both models' logits of [0] + bytes, KL(FP32 || Q5_1) per position.
+  std::vector<int32_t> ids = {0};
+  for (int32_t id : byte_ids(text)) ids.push_back(id);
+  const auto p = cli_logits(dir, ids);
+  const std::string out = dir / "quant.npy";
+  const auto r = test::run_cli("logits -m " + quant + " --tokens " + id_list(ids) + " --all-positions -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto q = read_npy_f32(out).data;
+  double kl = 0, ref_nll = 0;
+  int agree = 0;
+  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+    const float* pr = &p[i * 256];
+    const float* qr = &q[i * 256];
+    int top_p = 0, top_q = 0;
+    for (int v = 0; v < 256; ++v) {
+      // log p_v - log q_v = (pr_v - lse_p) - (qr_v - lse_q), with -log p_v = nll_of(pr, v)
+      const double log_p = -nll_of(pr, 256, v), log_q = -nll_of(qr, 256, v);
+      kl += std::exp(log_p) * (log_p - log_q);
+      if (pr[v] > pr[top_p]) top_p = v;
+      if (qr[v] > qr[top_q]) top_q = v;
+    }
+    agree += top_p == top_q ? 1 : 0;
+    ref_nll += nll_of(pr, 256, ids[i + 1]);
+  }
+  const double n = double(text.size());
+  EXPECT_NEAR(j["kl_divergence"].get<double>(), kl / n, 1e-6 + 1e-4 * kl / n);
+  EXPECT_GT(j["kl_divergence"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(j["top1_agreement"].get<double>(), agree / n);
+  EXPECT_NEAR(j["reference_nll"].get<double>(), ref_nll / n, 1e-5);
+  EXPECT_EQ(j["reference"].get<std::string>(), kModel);
+  // A model against itself: no divergence, full agreement, equal perplexity.
+  const auto self = run_json("perplexity -m " + kModel + " -f " + (dir / "sample.txt") +
+                             " --tokenizer bytes --reference " + kModel);
+  EXPECT_LT(self["kl_divergence"].get<double>(), 1e-9);
+  EXPECT_EQ(self["top1_agreement"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(self["reference_perplexity"].get<double>(), self["perplexity"].get<double>());
+  // Another vocabulary is refused.
+  const auto bad = test::run_cli("perplexity -m " + kModel + " -f " + (dir / "sample.txt") +
+                                 " --tokenizer bytes --reference " +
+                                 test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth"));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--reference"), std::string::npos) << bad.output;
+}
+
 TEST(Perplexity, BadInputIsRefused) {
   test::TempDir dir;
   write_text(dir / "bad.jsonl", "{\"text\": \"fine\"}\nnot json\n");
