@@ -288,11 +288,10 @@ TEST(Safetensors, ReadsTheFixtureScriptsFile) {
 }
 
 std::vector<char> st_file(const std::string& header, size_t data_bytes, uint64_t claimed = ~uint64_t(0)) {
-  std::vector<char> b(8);
+  std::vector<char> b(8 + header.size() + data_bytes, 1);
   const uint64_t n = claimed == ~uint64_t(0) ? header.size() : claimed;
   std::memcpy(b.data(), &n, 8);
-  b.insert(b.end(), header.begin(), header.end());
-  b.resize(b.size() + data_bytes, 1);
+  std::memcpy(b.data() + 8, header.data(), header.size());
   return b;
 }
 

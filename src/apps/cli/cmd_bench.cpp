@@ -90,12 +90,25 @@ struct Batch {
       : states(size_t(b), model.new_state()), logits(size_t(b * model.config().n_vocab)), next(size_t(b)) {}
   size_t size() const { return states.size(); }
 
-  // Feeds tokens[i] to sequence i in one forward_batch call; keeps the argmaxes.
+  // Feeds tokens[i] to sequence i and keeps the argmaxes: one forward_batch
+  // call for all (decoding), or, for long pieces (prompts), calls of whole
+  // sequences up to kMaxTokensPerCall tokens, so that the workspace for a
+  // large batch of long prompts stays bounded.
+  static constexpr size_t kMaxTokensPerCall = 4096;
   void feed(const Model& model, Workspace& ws, const std::vector<std::vector<int32_t>>& tokens) {
     const size_t n_vocab = size_t(model.config().n_vocab);
-    std::vector<BatchItem> items(size());
-    for (size_t i = 0; i < size(); ++i)
-      items[i] = BatchItem{tokens[i], &states[i], Logits::Last, std::span<float>(logits).subspan(i * n_vocab, n_vocab)};
+    std::vector<BatchItem> items;
+    size_t pending = 0;
+    for (size_t i = 0; i < size(); ++i) {
+      if (!items.empty() && pending + tokens[i].size() > kMaxTokensPerCall) {
+        model.forward_batch(items, &ws);
+        items.clear();
+        pending = 0;
+      }
+      items.push_back(
+          BatchItem{tokens[i], &states[i], Logits::Last, std::span<float>(logits).subspan(i * n_vocab, n_vocab)});
+      pending += tokens[i].size();
+    }
     model.forward_batch(items, &ws);
     for (size_t i = 0; i < size(); ++i) {
       const float* row = logits.data() + i * n_vocab;
@@ -153,7 +166,7 @@ int run_bench(const BenchOptions& o) {
     warm.feed(*model, *ws, prompts);
   }
 
-  // Prefill: every sequence its own prompt, all in one call.
+  // Prefill: every sequence its own prompt, in as few calls as Batch::feed allows.
   Batch batch(*model, o.batch);
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t b = 0; b < o.batch; ++b) prompts.push_back(random_tokens(o.prompt));

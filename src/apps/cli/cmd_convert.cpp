@@ -47,7 +47,7 @@ int run_convert(const ConvertOptions& o) {
              c.n_layer, c.n_embd, layout_name(detect_layout(*source)), format,
              dtype ? dtype_name(*dtype) : std::string_view("(dtypes kept)"));
 
-  ProgressBar bar("converting");
+  ProgressBar bar("converting", /*always=*/true);
   auto progress = [&](size_t done, size_t total) {
     bar.update(double(done), double(total), fmt::format("{:.1f}/{:.1f} MB", double(done) / 1e6, double(total) / 1e6));
   };

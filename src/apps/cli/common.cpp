@@ -73,16 +73,18 @@ void add_tokenizer_flag(CLI::App& cmd, std::string& spec) {
   cmd.add_option("--tokenizer", spec, "world, bytes, or a vocabulary file (default: chosen from the model)");
 }
 
-ProgressBar::ProgressBar(std::string label) : label_(std::move(label)), tty_(::isatty(2) != 0) {}
+ProgressBar::ProgressBar(std::string label, bool always)
+    : label_(std::move(label)), tty_(::isatty(2) != 0), draw_(tty_ || always) {}
 
 void ProgressBar::update(double done, double total, std::string_view detail) {
-  if (!tty_) return;
+  if (!draw_) return;
   const double fraction = total > 0 ? std::clamp(done / total, 0.0, 1.0) : 1.0;
   const int percent = int(fraction * 100);
   const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
-  if (percent == last_percent_ && now - last_draw_ns_ < 100'000'000) return;
+  // The same percentage again: redrawn (for its detail) only on a terminal.
+  if (percent == last_percent_ && (!tty_ || now - last_draw_ns_ < 100'000'000)) return;
   last_percent_ = percent;
   last_draw_ns_ = now;
   const int width = 30, filled = int(fraction * width);
@@ -95,7 +97,11 @@ void ProgressBar::update(double done, double total, std::string_view detail) {
 
 void ProgressBar::finish() {
   if (drawn_) {
-    fmt::print(stderr, "\r{:79}\r", "");
+    if (tty_) {
+      fmt::print(stderr, "\r{:79}\r", "");
+    } else {
+      fmt::print(stderr, "\n");
+    }
     std::fflush(stderr);
   }
   drawn_ = false;
