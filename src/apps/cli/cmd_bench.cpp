@@ -251,8 +251,8 @@ int run_bench(const BenchOptions& o) {
     fmt::print("memory:    RSS {:.1f} MB after the first 512 context tokens, {:.1f} MB at the end\n",
                double(rss_before_context) / mb, double(rss_after_context) / mb);
   }
-  fmt::print("weights:   {:.1f} MB read per token -> {:.2f} GB/s while decoding\n", double(weight_bytes) / mb,
-             achieved / 1e9);
+  fmt::print("weights:   {:.1f} MB read per {} -> {:.2f} GB/s while decoding\n", double(weight_bytes) / mb,
+             o.batch == 1 ? std::string("token") : fmt::format("step of {} tokens", o.batch), achieved / 1e9);
   if (bandwidth > 0)
     fmt::print("bandwidth: {:.2f} GB/s (streaming read of {} MiB, {} threads) -> {:.0f}% of it achieved\n",
                bandwidth / 1e9, o.bandwidth_mib, threads, 100 * fraction);
