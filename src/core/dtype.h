@@ -8,8 +8,9 @@
 
 namespace rwkv {
 
-// Float types, then ggml's block-quantized types (layouts in core/quant.h).
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 };
+// Float types, then ggml's block-quantized types, then this engine's own
+// (layouts in core/quant.h).
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_NL };
 
 // One row per type: elements per block (1 for float types) and bytes per block.
 struct DTypeTraits {
@@ -21,10 +22,11 @@ struct DTypeTraits {
 inline constexpr DTypeTraits kDTypeTraits[] = {
     {"f32", 1, 4},     {"f16", 1, 2},     {"bf16", 1, 2},    {"q8_0", 32, 34},
     {"q4_0", 32, 18},  {"q4_1", 32, 20},  {"q5_0", 32, 22},  {"q5_1", 32, 24},
+    {"q4_nl", 32, 18},
 };
 inline constexpr int kDTypeCount = int(sizeof(kDTypeTraits) / sizeof(kDTypeTraits[0]));
 
-static_assert(kDTypeCount == int(DType::Q5_1) + 1, "one row per DType, in enum order");
+static_assert(kDTypeCount == int(DType::Q4_NL) + 1, "one row per DType, in enum order");
 
 constexpr const DTypeTraits& dtype_traits(DType t) { return kDTypeTraits[size_t(t)]; }
 constexpr bool is_quantized(DType t) { return dtype_traits(t).block_size > 1; }

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "core/kernels.h"
+#include "core/quant.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace rwkv {
@@ -235,6 +236,29 @@ struct BlockQ5_1 {
   }
 };
 
+// Q4_NL: each nibble indexes the codebook kQ4NlLevels (core/quant.h), looked
+// up sixteen bytes at a time with a byte shuffle.
+struct BlockQ4_NL {
+  static constexpr DType kType = DType::Q4_NL;
+  static constexpr bool kAffine = false;
+  template <class DF>
+  static HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> IntValues(DF, const uint8_t* b, size_t j) {
+    const hn::RebindToSigned<DF> di;
+#if HWY_TARGET == HWY_SCALAR
+    const uint8_t byte = b[2 + (j & 15)];
+    return hn::Set(di, int32_t(kQ4NlLevels[j < 16 ? byte & 15 : byte >> 4]));
+#else
+    const hn::Full128<int8_t> d16;
+    const hn::Rebind<uint8_t, DF> du8;
+    const hn::Rebind<int8_t, DF> di8;
+    auto index = hn::LoadU(du8, b + 2 + (j & 15));
+    index = j < 16 ? hn::And(index, hn::Set(du8, uint8_t(15))) : hn::ShiftRight<4>(index);
+    const auto levels = hn::LoadU(d16, kQ4NlLevels);
+    return hn::PromoteTo(di, hn::TableLookupBytes(levels, hn::BitCast(di8, index)));
+#endif
+  }
+};
+
 template <class Block, class DF>
 HWY_INLINE hn::Vec<DF> Values(DF df, const uint8_t* b, size_t j) {
   return hn::ConvertTo(df, Block::IntValues(df, b, j));
@@ -394,6 +418,11 @@ HWY_INLINE __m256i Bytes32(const uint8_t* b) {
   if constexpr (Block::kType == DType::Q5_0)
     return _mm256_sub_epi8(_mm256_or_si256(Nibbles32(b + 6), HighBits32(b + 2)), _mm256_set1_epi8(16));
   if constexpr (Block::kType == DType::Q5_1) return _mm256_or_si256(Nibbles32(b + 8), HighBits32(b + 4));
+  if constexpr (Block::kType == DType::Q4_NL) {
+    const __m256i levels =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kQ4NlLevels)));
+    return _mm256_shuffle_epi8(levels, Nibbles32(b + 2));
+  }
   return _mm256_setzero_si256();
 }
 
@@ -505,6 +534,7 @@ RWKV_QUANT_ENTRY(Q4_0, BlockQ4_0)
 RWKV_QUANT_ENTRY(Q4_1, BlockQ4_1)
 RWKV_QUANT_ENTRY(Q5_0, BlockQ5_0)
 RWKV_QUANT_ENTRY(Q5_1, BlockQ5_1)
+RWKV_QUANT_ENTRY(Q4_NL, BlockQ4_NL)
 
 #undef RWKV_FLOAT_ENTRY
 #undef RWKV_QUANT_ENTRY
@@ -537,6 +567,7 @@ HWY_EXPORT(RowsQ4_0);
 HWY_EXPORT(RowsQ4_1);
 HWY_EXPORT(RowsQ5_0);
 HWY_EXPORT(RowsQ5_1);
+HWY_EXPORT(RowsQ4_NL);
 HWY_EXPORT(DecodeF32);
 HWY_EXPORT(DecodeF16);
 HWY_EXPORT(DecodeBF16);
@@ -545,12 +576,14 @@ HWY_EXPORT(DecodeQ4_0);
 HWY_EXPORT(DecodeQ4_1);
 HWY_EXPORT(DecodeQ5_0);
 HWY_EXPORT(DecodeQ5_1);
+HWY_EXPORT(DecodeQ4_NL);
 HWY_EXPORT(QuantizeActivations);
 HWY_EXPORT(RowsQ8_0Q8);
 HWY_EXPORT(RowsQ4_0Q8);
 HWY_EXPORT(RowsQ4_1Q8);
 HWY_EXPORT(RowsQ5_0Q8);
 HWY_EXPORT(RowsQ5_1Q8);
+HWY_EXPORT(RowsQ4_NLQ8);
 
 namespace {
 
@@ -565,6 +598,7 @@ void rows(const MatRef& w, int64_t r0, int64_t r1, const float* x, const float* 
     case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(RowsQ4_1)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
     case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(RowsQ5_0)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
     case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(RowsQ5_1)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
+    case DType::Q4_NL: return HWY_DYNAMIC_DISPATCH(RowsQ4_NL)(w.data, w.cols, r0, r1, x, xsum, n, y, ldy);
   }
 }
 
@@ -581,6 +615,7 @@ void decode_rows(const MatRef& w, int64_t r0, int64_t r1, float* out) {
     case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(DecodeQ4_1)(src, n, out);
     case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(DecodeQ5_0)(src, n, out);
     case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(DecodeQ5_1)(src, n, out);
+    case DType::Q4_NL: return HWY_DYNAMIC_DISPATCH(DecodeQ4_NL)(src, n, out);
   }
 }
 
@@ -609,6 +644,7 @@ void rows_q8(const MatRef& w, int64_t r0, int64_t r1, const int8_t* xq, const fl
     case DType::Q4_1: return HWY_DYNAMIC_DISPATCH(RowsQ4_1Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
     case DType::Q5_0: return HWY_DYNAMIC_DISPATCH(RowsQ5_0Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
     case DType::Q5_1: return HWY_DYNAMIC_DISPATCH(RowsQ5_1Q8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
+    case DType::Q4_NL: return HWY_DYNAMIC_DISPATCH(RowsQ4_NLQ8)(w.data, w.cols, r0, r1, xq, dx, xsum, n, y, ldy);
     default: break;
   }
 }

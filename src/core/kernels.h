@@ -1,7 +1,7 @@
 // Float32 kernels used by the model code. Weights may be stored as f32, f16,
-// bf16 or a ggml block-quantized type (core/quant.h) and are decoded on the
-// fly; arithmetic is float32. Shapes are stated per function; all buffers are
-// contiguous row-major.
+// bf16 or a block-quantized type (core/quant.h: ggml's and Q4_NL) and are
+// decoded on the fly; arithmetic is float32. Shapes are stated per function;
+// all buffers are contiguous row-major.
 //
 // Matrix products use SIMD code compiled for several instruction sets and
 // chosen at run time (Highway), spread over the thread pool (core/

@@ -108,6 +108,73 @@ void quantize_affine(const float* x, uint8_t* b, int bits) {
   }
 }
 
+// Q4_NL: the index of the level nearest to t (in level units): how many of
+// the midpoints between neighbouring levels t exceeds.
+struct NlMidpoints {
+  float mid[15];
+  constexpr NlMidpoints() : mid{} {
+    for (int k = 0; k < 15; ++k) mid[k] = 0.5f * float(kQ4NlLevels[k] + kQ4NlLevels[k + 1]);
+  }
+};
+constexpr NlMidpoints kNlMid;
+
+int nearest_level(float t) {
+  int i = 0;
+  for (int k = 0; k < 15; ++k) i += t > kNlMid.mid[k] ? 1 : 0;
+  return i;
+}
+
+// Squared error of the block x with scale d (as stored: f16) and each weight
+// at its nearest level; fills q.
+float nl_assign(const float* x, float d, int* q) {
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  float err = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    q[j] = nearest_level(x[j] * id);
+    const float e = x[j] - d * float(kQ4NlLevels[q[j]]);
+    err += e * e;
+  }
+  return err;
+}
+
+// Candidate scales put the block's largest weight at c times the outermost
+// level on either side (c from 0.80 to 1.10): a little inside, so that the
+// outermost level can serve the tail rather than one weight, or a little
+// beyond. Each candidate's assignment then gets the least-squares scale
+// sum(x L) / sum(L L), rounded to f16, and is re-assigned; the scale with
+// the smallest squared error wins (ties: the first).
+void quantize_q4_nl(const float* x, uint8_t* b) {
+  const float mx = signed_absmax(x);
+  int q[32], best_q[32];
+  float best_d = 0.0f, best_err = FLT_MAX;
+  if (mx == 0.0f) {
+    std::fill(best_q, best_q + 32, 8);  // level 0
+  } else {
+    constexpr int kCandidates = 11;
+    for (float outer : {float(kQ4NlLevels[0]), float(kQ4NlLevels[15])}) {
+      for (int c = 0; c < kCandidates; ++c) {
+        const float d0 = mx / (outer * (0.80f + 0.03f * float(c)));
+        nl_assign(x, d0, q);
+        float sxl = 0.0f, sll = 0.0f;
+        for (int j = 0; j < 32; ++j) {
+          const float l = float(kQ4NlLevels[q[j]]);
+          sxl += x[j] * l;
+          sll += l * l;
+        }
+        const float d = sll > 0.0f ? f16_to_f32(f32_to_f16(sxl / sll)) : 0.0f;
+        const float err = nl_assign(x, d, q);
+        if (err < best_err) {
+          best_err = err;
+          best_d = d;
+          std::copy(q, q + 32, best_q);
+        }
+      }
+    }
+  }
+  put_f16(b, best_d);
+  pack_nibbles(best_q, b + 2, nullptr);
+}
+
 // Decodes the 32 quantized integers of a 4- or 5-bit block.
 void unpack(const uint8_t* qs, const uint8_t* qh_bytes, int* q) {
   uint32_t qh = 0;
@@ -150,6 +217,12 @@ void dequantize_block(DType t, const uint8_t* b, float* out) {
       for (int j = 0; j < 32; ++j) out[j] = d * float(q[j]) + m;
       return;
     }
+    case DType::Q4_NL: {
+      const float d = get_f16(b);
+      unpack(b + 2, nullptr, q);
+      for (int j = 0; j < 32; ++j) out[j] = d * float(kQ4NlLevels[q[j]]);
+      return;
+    }
     default:
       break;
   }
@@ -174,6 +247,7 @@ void quantize_row(DType t, const float* x, void* out, int64_t n) {
       case DType::Q5_0: quantize_symmetric(x + i, b, 5); break;
       case DType::Q4_1: quantize_affine(x + i, b, 4); break;
       case DType::Q5_1: quantize_affine(x + i, b, 5); break;
+      case DType::Q4_NL: quantize_q4_nl(x + i, b); break;
       default: break;
     }
   }

@@ -9,6 +9,7 @@ namespace {
 
 // rwkv.cpp's data type codes (docs/FILE_FORMAT.md) and the DType each loads
 // as; Q4_1_O, Q4_2 and Q4_3 were removed from rwkv.cpp and are refused.
+// Code kRwkvCppCodeQ4NL is this engine's own.
 struct TypeCode {
   const char* name;
   bool supported;
@@ -22,6 +23,8 @@ const TypeCode* type_code(uint32_t t) {
       {"Q4_3", false, DType::F32},    {"Q5_0", true, DType::Q5_0},    {"Q5_1", true, DType::Q5_1},
       {"Q8_0", true, DType::Q8_0},
   };
+  static const TypeCode q4_nl = {"Q4_NL", true, DType::Q4_NL};
+  if (t == kRwkvCppCodeQ4NL) return &q4_nl;
   return t < sizeof(codes) / sizeof(codes[0]) ? &codes[t] : nullptr;
 }
 
@@ -59,6 +62,21 @@ class Cursor {
 };
 
 }  // namespace
+
+uint32_t rwkvcpp_type_code(DType t) {
+  switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
+    case DType::Q5_0: return 7;
+    case DType::Q5_1: return 8;
+    case DType::Q8_0: return 9;
+    case DType::Q4_NL: return kRwkvCppCodeQ4NL;
+    case DType::BF16: break;
+  }
+  fail("{} has no rwkv.cpp data type code", dtype_name(t));
+}
 
 bool is_rwkvcpp(std::span<const std::byte> head) {
   if (head.size() < 4) return false;

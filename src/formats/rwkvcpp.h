@@ -13,6 +13,15 @@ namespace rwkv {
 
 constexpr uint32_t kRwkvCppMagic = 0x67676d66;  // "fmgg" on disk
 
+// Data type code of this engine's own Q4_NL (core/quant.h) in rwkv.cpp files:
+// far outside rwkv.cpp's codes 0-9, so rwkv.cpp refuses such files (only
+// this engine reads them) instead of misreading them.
+constexpr uint32_t kRwkvCppCodeQ4NL = 100;
+
+// The data type code (rwkv.cpp's docs/FILE_FORMAT.md, plus kRwkvCppCodeQ4NL)
+// under which `t` is written; fails for BF16, which rwkv.cpp files cannot hold.
+uint32_t rwkvcpp_type_code(DType t);
+
 bool is_rwkvcpp(std::span<const std::byte> head);
 TensorArchive read_rwkvcpp(const std::string& path);
 

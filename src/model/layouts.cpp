@@ -568,6 +568,93 @@ std::shared_ptr<const TensorArchive> from_rwkvcpp(std::shared_ptr<const TensorAr
   return m.finish();
 }
 
+// ---- to rwkv.cpp ----------------------------------------------------------------------
+
+// Builds an rwkv.cpp-layout archive from an official one (to_rwkvcpp_layout).
+class RwkvCppWriter {
+ public:
+  explicit RwkvCppWriter(std::shared_ptr<const TensorArchive> official)
+      : src_(std::move(official)), out_(std::make_shared<TensorArchive>()) {
+    out_->format = "rwkv.cpp";
+    out_->path = src_->path;
+    out_->keep_alive(src_);
+  }
+  const std::string& path() const { return src_->path; }
+  TensorArchive& out() { return *out_; }
+  std::shared_ptr<const TensorArchive> result() { return out_; }
+
+  // The source's bytes with a new shape; bf16 widened to f32.
+  void view(const std::string& name, const TensorInfo& t, const Shape& shape) {
+    if (numel_of(shape) != t.numel())
+      fail("{}: tensor '{}' has shape {}, expected {} elements", path(), t.name, shape_text(t.shape), numel_of(shape));
+    if (t.dtype == DType::BF16) return mapped(name, {&t}, shape, [](double v) { return v; });
+    TensorInfo o = t;
+    o.name = name;
+    o.shape = shape;
+    out_->add(std::move(o));
+  }
+
+  // The values of `parts` (concatenated) through fn in double, as f32.
+  template <typename F>
+  void mapped(const std::string& name, const std::vector<const TensorInfo*>& parts, const Shape& shape, F fn) {
+    int64_t n = 0;
+    for (const TensorInfo* t : parts) n += t->numel();
+    if (n != numel_of(shape))
+      fail("{}: tensor '{}' has shape {}, expected {} elements", path(), parts[0]->name, shape_text(parts[0]->shape),
+           numel_of(shape));
+    TensorInfo o;
+    o.name = name;
+    o.dtype = DType::F32;
+    o.shape = shape;
+    o.nbytes = size_t(n) * 4;
+    auto* dst = reinterpret_cast<float*>(out_->own(o.nbytes));
+    std::vector<float> v;
+    size_t at = 0;
+    for (const TensorInfo* t : parts) {
+      v.resize(size_t(t->numel()));
+      convert_to_f32(t->dtype, t->data, v.data(), v.size());
+      for (float x : v) dst[at++] = float(fn(double(x)));
+    }
+    o.data = reinterpret_cast<const std::byte*>(dst);
+    out_->add(std::move(o));
+  }
+
+  // A [a, b] matrix as its [b, a] transpose, or [p, a, b] as p transposed slices.
+  void transpose(const std::string& name, const TensorInfo& t) {
+    if ((t.shape.size() != 2 && t.shape.size() != 3) || is_quantized(t.dtype))
+      fail("{}: tensor '{}' ({}, shape {}) cannot be transposed for rwkv.cpp's layout", path(), t.name,
+           dtype_name(t.dtype), shape_text(t.shape));
+    const bool batched = t.shape.size() == 3;
+    const int64_t p = batched ? t.shape[0] : 1, a = t.shape[batched], b = t.shape[batched + 1];
+    std::vector<float> v(size_t(t.numel()));
+    convert_to_f32(t.dtype, t.data, v.data(), v.size());
+    TensorInfo o;
+    o.name = name;
+    o.dtype = t.dtype == DType::F16 ? DType::F16 : DType::F32;
+    o.shape = batched ? Shape{p, b, a} : Shape{b, a};
+    o.nbytes = size_t(t.numel()) * dtype_size(o.dtype);
+    std::byte* dst = out_->own(o.nbytes);
+    for (int64_t k = 0; k < p; ++k)
+      for (int64_t i = 0; i < a; ++i)
+        for (int64_t j = 0; j < b; ++j) {
+          const float x = v[size_t(k * a * b + i * b + j)];
+          const size_t at = size_t(k * a * b + j * a + i);
+          if (o.dtype == DType::F32) {
+            std::memcpy(dst + 4 * at, &x, 4);
+          } else {
+            const uint16_t h = f32_to_f16(x);  // exact: the value came from f16
+            std::memcpy(dst + 2 * at, &h, 2);
+          }
+        }
+    o.data = dst;
+    out_->add(std::move(o));
+  }
+
+ private:
+  std::shared_ptr<const TensorArchive> src_;
+  std::shared_ptr<TensorArchive> out_;
+};
+
 // Python's repr(bytes) escapes (what llama.cpp stores for each World token), undone.
 bool unescape_bytes_repr(std::string_view s, std::string& out) {
   out.clear();
@@ -643,6 +730,73 @@ std::shared_ptr<const TensorArchive> to_official_layout(std::shared_ptr<const Te
     case Layout::FlaRwkv7: return from_fla_rwkv7(std::move(archive));
   }
   return archive;
+}
+
+std::shared_ptr<const TensorArchive> to_rwkvcpp_layout(std::shared_ptr<const TensorArchive> archive) {
+  if (detect_layout(*archive) == Layout::RwkvCpp) return archive;
+  const auto official = to_official_layout(std::move(archive));
+  const Arch arch = detect_arch(*official);
+  RwkvCppWriter w(official);
+  const TensorInfo* emb = official->find("emb.weight");
+  if (emb == nullptr || emb->shape.size() != 2) fail("{}: no [n_vocab, n_embd] emb.weight", w.path());
+  const int64_t C = emb->shape[1];
+  int64_t n_layer = 0;
+  for (const TensorInfo& t : official->tensors())
+    if (starts_with(t.name, "blocks."))
+      n_layer = std::max<int64_t>(n_layer, std::strtoll(t.name.c_str() + 7, nullptr, 10) + 1);
+  w.out().metadata["rwkvcpp.n_vocab"] = std::to_string(emb->shape[0]);
+  w.out().metadata["rwkvcpp.n_embed"] = std::to_string(C);
+  w.out().metadata["rwkvcpp.n_layer"] = std::to_string(n_layer);
+
+  const bool v5 = arch == Arch::V5_0 || arch == Arch::V5_1 || arch == Arch::V5_2;
+  // [H, N] (or [H]) per-head vectors as rwkv.cpp's [H, N, 1] (or [H, 1, 1]).
+  auto per_head = [](const TensorInfo& t) {
+    return t.shape.size() == 1 ? Shape{t.shape[0], 1, 1} : Shape{t.shape[0], t.numel() / t.shape[0], 1};
+  };
+  for (const TensorInfo& t : official->tensors()) {
+    const std::string& n = t.name;
+    const std::string_view tail = std::string_view(n).substr(n.rfind('.') + 1);
+    const bool lora = tail == "time_maa_w1" || tail == "time_maa_w2" || tail == "time_decay_w1" ||
+                      tail == "time_decay_w2";
+    const bool mix = !lora && (n.find(".time_mix_") != std::string::npos || n.find(".time_maa_") != std::string::npos);
+    if (arch == Arch::V4 && n.ends_with("att.time_decay")) {
+      w.mapped(n, {&t}, {t.numel()}, [](double d) { return -std::exp(d); });
+    } else if (v5 && n.ends_with("att.time_decay")) {
+      w.mapped(n, {&t}, per_head(t), [](double d) { return std::exp(-std::exp(d)); });
+    } else if (v5 && n.ends_with("att.time_first")) {
+      w.mapped(n, {&t}, per_head(t), [](double u) { return std::exp(u); });
+    } else if (n.ends_with("att.time_faaaa")) {
+      w.mapped(n, {&t}, per_head(t), [](double u) { return u; });
+    } else if (arch == Arch::V6 && n.ends_with("att.time_decay")) {
+      const TensorInfo* faaaa = official->find(n.substr(0, n.size() - 10) + "time_faaaa");
+      if (faaaa == nullptr || faaaa->shape.empty()) fail("{}: '{}' has no time_faaaa beside it", w.path(), n);
+      const int64_t H = faaaa->shape[0];
+      w.mapped(n, {&t}, {H, t.numel() / H, 1}, [](double d) { return d; });
+    } else if (arch == Arch::V6 && lora) {
+      w.transpose(n, t);
+    } else if (mix) {
+      w.mapped(n, {&t}, {t.numel()}, [](double m) { return m; });
+    } else if (arch == Arch::V7 && n.ends_with(".att.x_r")) {
+      const std::string prefix = n.substr(0, n.size() - 3);  // "blocks.N.att."
+      std::vector<const TensorInfo*> parts;
+      for (const char* mix6 : {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"}) {
+        const TensorInfo* p = official->find(prefix + mix6);
+        if (p == nullptr || p->numel() != C) fail("{}: '{}{}' is missing or not {} values", w.path(), prefix, mix6, C);
+        parts.push_back(p);
+      }
+      w.mapped(prefix + "x_rwkvag", parts, {6, 1, C}, [](double m) { return m; });
+    } else if (arch == Arch::V7 && n.find(".att.x_") != std::string::npos) {
+      // x_w ... x_g: stacked with x_r above
+    } else if (arch == Arch::V7 && n.find(".att.") != std::string::npos && tail.size() == 2 &&
+               std::string_view("wavg").find(tail[0]) != std::string_view::npos && (tail[1] == '1' || tail[1] == '2')) {
+      w.transpose(n, t);
+    } else if (t.shape.size() != 2) {
+      w.mapped(n, {&t}, t.shape, [](double v) { return v; });  // vectors as f32
+    } else {
+      w.view(n, t, t.shape);
+    }
+  }
+  return w.result();
 }
 
 std::string world_vocab_from_gguf(const TensorArchive& a) {

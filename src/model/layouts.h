@@ -46,6 +46,19 @@ Layout detect_layout(const TensorArchive& archive);
 std::shared_ptr<const TensorArchive> to_official_layout(std::shared_ptr<const TensorArchive> archive,
                                                         bool undo_rwkvcpp = false);
 
+// The archive in rwkv.cpp's layout: what rwkv.cpp's convert_pytorch_to_ggml.py
+// writes from the official checkpoint that to_official_layout(archive, true)
+// gives (the inverse of reading an rwkv.cpp file): RWKV-4's decay as
+// -exp(time_decay), RWKV-5.x's as exp(-exp(time_decay)) and bonus as
+// exp(time_first) (computed in double), mixes as flat vectors, per-head
+// vectors as [H, N, 1], RWKV-6's and RWKV-7's LoRA matrices transposed,
+// RWKV-7's six token-shift mixes stacked into x_rwkvag. Vectors and
+// transformed tensors are float32; matrices keep f32 or f16 (bf16 becomes
+// f32, which rwkv.cpp files hold exactly). Metadata gets rwkvcpp.n_vocab,
+// rwkvcpp.n_embed and rwkvcpp.n_layer. Fails for quantized tensors that
+// would have to be rearranged.
+std::shared_ptr<const TensorArchive> to_rwkvcpp_layout(std::shared_ptr<const TensorArchive> archive);
+
 // The World vocabulary of a GGUF written by llama.cpp (tokenizer.ggml.model
 // "rwkv"), as the text of an rwkv_vocab_v20230424.txt file ("<id> <bytes
 // literal> <length>" per line, ids 1.. in order; llama.cpp's "<s>" at id 0

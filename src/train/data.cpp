@@ -3,17 +3,14 @@
 #include <xxhash.h>
 
 #include <algorithm>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <numeric>
-#include <random>
-#include <sstream>
-
 #include <cstring>
 #include <filesystem>
+#include <numeric>
+#include <random>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "runtime/documents.h"
 
 namespace rwkv::train {
 namespace {
@@ -21,37 +18,6 @@ namespace {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-
-std::vector<std::string> read_documents(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open data file '{}'", path);
-  std::vector<std::string> docs;
-  if (!ends_with(path, ".jsonl")) {
-    std::stringstream all;
-    all << in.rdbuf();
-    if (in.bad()) fail("cannot read data file '{}'", path);
-    docs.push_back(all.str());
-    return docs;
-  }
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}:{}: not a JSON object ({})", path, line_no, e.what());
-    }
-    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-      fail("{}:{}: expected an object with a string \"text\" field", path, line_no);
-    docs.push_back(j["text"].get<std::string>());
-  }
-  if (in.bad()) fail("cannot read data file '{}'", path);
-  return docs;
-}
-
 
 // RWKV-LM's binidx data (Megatron's MMapIndexedDataset): PREFIX.idx holds the
 // magic "MMIDIDX\0\0", version 1 (u64), a dtype code (u8), the number of

@@ -26,8 +26,8 @@
 namespace rwkv {
 namespace {
 
-constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
-                               DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                               DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_NL};
 
 // Restores the default SIMD target and thread count after a test.
 class KernelTest : public ::testing::Test {
@@ -340,6 +340,28 @@ TEST(BenchCommand, TextReportAndBadArguments) {
   const auto bad = test::run_cli("bench -m " + test::tiny_model("7v0-834K", "FP16") + " --gen 0");
   EXPECT_EQ(bad.exit_code, 1) << bad.output;
   EXPECT_NE(bad.output.find("--gen"), std::string::npos) << bad.output;
+}
+
+TEST(BenchCommand, BatchDecodesSeveralSequencesTogether) {
+  const std::string model = test::tiny_model("7v0-834K", "Q5_1");
+  const auto r = test::run_cli("bench -m " + model + " --prompt 8 --gen 4 --batch 5 --threads 1 --json "
+                               "--bandwidth-mib 16", true);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["batch"], 5);
+  EXPECT_GT(j["decode_tokens_per_s"].get<double>(), 0);
+  // The weights are read once per step of 5 tokens.
+  EXPECT_NEAR(j["achieved_bytes_per_s"].get<double>(),
+              j["weight_bytes_per_token"].get<double>() * j["decode_tokens_per_s"].get<double>() / 5, 1e-6 *
+              j["achieved_bytes_per_s"].get<double>());
+  const auto text = test::run_cli("bench -m " + model + " --prompt 4 --gen 2 --batch 3 --bandwidth-mib 0");
+  ASSERT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("batch 3"), std::string::npos) << text.output;
+  for (const char* bad : {"0", "-2"}) {
+    const auto b = test::run_cli("bench -m " + model + " --batch " + bad);
+    EXPECT_EQ(b.exit_code, 1) << b.output;
+    EXPECT_NE(b.output.find("--batch"), std::string::npos) << b.output;
+  }
 }
 
 }  // namespace

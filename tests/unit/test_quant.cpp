@@ -16,14 +16,16 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "formats/open.h"
 #include "formats/rwkvcpp.h"
+#include "model/layouts.h"
 #include "model/loader.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
 
-constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};
+constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1};  // ggml's
 
 void put_half(std::vector<uint8_t>& b, size_t at, float v) {
   const uint16_t h = f32_to_f16(v);
@@ -200,6 +202,147 @@ TEST(Quant, BadArgumentsAreRefused) {
   EXPECT_THROW(dequantize_row(DType::BF16, b.data(), x.data(), 32), Error);
 }
 
+// ------------------------------------------------------------------ Q4_NL
+
+// Relative RMS error ||dequant(quant(x)) - x|| / ||x|| of type t on x.
+double relative_rms_error(DType t, const std::vector<float>& x) {
+  std::vector<uint8_t> q(dtype_bytes(t, int64_t(x.size())));
+  std::vector<float> y(x.size());
+  quantize_row(t, x.data(), q.data(), int64_t(x.size()));
+  dequantize_row(t, q.data(), y.data(), int64_t(x.size()));
+  double err = 0, energy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    err += (double(y[i]) - x[i]) * (double(y[i]) - x[i]);
+    energy += double(x[i]) * x[i];
+  }
+  return std::sqrt(err / energy);
+}
+
+// The weights rwkv.cpp's rule quantizes (every matrix but the embedding, the
+// head and RWKV-7's LoRAs and r_k) of a tiny FP32 model, concatenated.
+std::vector<float> quantizable_weights(const std::string& version) {
+  const TensorArchive a = read_rwkvcpp(test::tiny_model(version, "FP32"));
+  std::vector<float> w;
+  for (const TensorInfo& t : a.tensors()) {
+    bool keep_float = t.shape.size() != 2 || t.name == "emb.weight" || t.name == "head.weight";
+    for (const char* lora : {"att.v1", "att.v2", "att.g1", "att.g2", "att.a1", "att.a2", "att.w1", "att.w2", "att.r_k"})
+      keep_float = keep_float || t.name.find(lora) != std::string::npos;
+    if (keep_float) continue;
+    const auto* f = reinterpret_cast<const float*>(t.data);
+    w.insert(w.end(), f, f + t.numel());
+  }
+  return w;
+}
+
+TEST(Quant, Q4NlBlocksDecodeToTheirLevels) {
+  EXPECT_EQ(dtype_traits(DType::Q4_NL).block_bytes, dtype_traits(DType::Q4_0).block_bytes);
+  EXPECT_EQ(dtype_name(DType::Q4_NL), "q4_nl");
+  for (int k = 0; k < 15; ++k) EXPECT_LT(kQ4NlLevels[k], kQ4NlLevels[k + 1]);
+  EXPECT_EQ(kQ4NlLevels[0], -127);  // |level| <= 127: int8 products cannot saturate
+  EXPECT_EQ(kQ4NlLevels[8], 0);     // zero is exact
+  std::vector<uint8_t> b(18);
+  put_half(b, 0, 0.5f);
+  for (int j = 0; j < 16; ++j) b[2 + size_t(j)] = uint8_t(j | ((15 - j) << 4));
+  const auto v = decode(DType::Q4_NL, b);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(v[size_t(j)], 0.5f * float(kQ4NlLevels[j])) << j;
+    EXPECT_EQ(v[size_t(j + 16)], 0.5f * float(kQ4NlLevels[15 - j])) << j;
+  }
+}
+
+TEST(Quant, Q4NlFindsNearlyTheBestScaleOfEveryBlock) {
+  // Reference: for each block, 4000 scales spread over both orientations of
+  // the codebook, each with every weight at its nearest level; the best
+  // squared error found. The quantizer's search (22 candidates refined by
+  // least squares) must come within a few percent of it in total, never be
+  // far off in one block, and put every weight at the level nearest to it
+  // under the scale it stored.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::student_t_distribution<float> heavy(3.0f);  // trained weights have heavier tails
+  const int64_t blocks = 400;
+  std::vector<float> x(size_t(32 * blocks));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (i / 32 % 2 ? heavy(rng) : normal(rng)) * (0.01f + float(i / 32 % 5));
+  std::vector<uint8_t> q(dtype_bytes(DType::Q4_NL, int64_t(x.size())));
+  std::vector<float> y(x.size());
+  quantize_row(DType::Q4_NL, x.data(), q.data(), int64_t(x.size()));
+  dequantize_row(DType::Q4_NL, q.data(), y.data(), int64_t(x.size()));
+  double ours_total = 0, best_total = 0;
+  for (int64_t k = 0; k < blocks; ++k) {
+    const float* xb = x.data() + 32 * k;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    auto error_at = [&](double d) {
+      double e = 0;
+      for (int j = 0; j < 32; ++j) {
+        double best = INFINITY;
+        for (int8_t l : kQ4NlLevels) best = std::min(best, std::fabs(xb[j] - d * l));
+        e += best * best;
+      }
+      return e;
+    };
+    double best = INFINITY;
+    for (int i = 0; i < 2000; ++i) {
+      const double d = amax / 127.0 * (0.7 + 0.8 * i / 2000.0);
+      best = std::min({best, error_at(d), error_at(-d)});
+    }
+    uint16_t h;
+    std::memcpy(&h, &q[size_t(18 * k)], 2);
+    const double d = f16_to_f32(h);
+    double ours = 0;
+    for (int j = 0; j < 32; ++j) {
+      const double e = double(y[size_t(32 * k + j)]) - xb[j];
+      ours += e * e;
+    }
+    EXPECT_NEAR(ours, error_at(d), 1e-9 * (1 + ours)) << "block " << k << ": a weight is not at its nearest level";
+    EXPECT_LE(ours, 1.25 * best + 1e-12) << "block " << k;
+    ours_total += ours;
+    best_total += best;
+  }
+  std::cout << "[ measured ] Q4_NL squared error / best of 4000 scales: " << ours_total / best_total << "\n";
+  EXPECT_LE(ours_total, 1.03 * best_total);
+}
+
+TEST(Quant, Q4NlEdgeBlocksStayFinite) {
+  std::vector<float> x(64, 0.0f);
+  std::vector<uint8_t> b(36, 0xff);
+  quantize_row(DType::Q4_NL, x.data(), b.data(), 64);
+  std::vector<float> y(64);
+  dequantize_row(DType::Q4_NL, b.data(), y.data(), 64);
+  EXPECT_EQ(y, std::vector<float>(64, 0.0f));
+  for (int j = 0; j < 32; ++j) x[size_t(j)] = -2.5f;  // constant: exact on a level
+  x[40] = 1e4f;                                       // one outlier among zeros
+  x[41] = 1e-3f;
+  quantize_row(DType::Q4_NL, x.data(), b.data(), 64);
+  dequantize_row(DType::Q4_NL, b.data(), y.data(), 64);
+  for (int j = 0; j < 32; ++j) EXPECT_NEAR(y[size_t(j)], -2.5f, 2.5f / 1024) << j;
+  EXPECT_NEAR(y[40], 1e4f, 1e4f / 1024);
+  EXPECT_EQ(y[33], 0.0f);
+}
+
+TEST(Quant, Q4NlHasLessErrorThanQ4_0AtTheSameSize) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> gaussian(32 * 20000);
+  for (float& v : gaussian) v = normal(rng);
+  struct Sample {
+    std::string name;
+    std::vector<float> x;
+  };
+  std::vector<Sample> samples = {{"gaussian", gaussian}};
+  for (const char* version : {"4v0-660K", "5v2-730K", "7v0-834K"})
+    samples.push_back({std::string("tiny ") + version, quantizable_weights(version)});
+  for (const Sample& s : samples) {
+    std::cout << "[ measured ] relative RMS error on " << s.name << " (" << s.x.size() << " weights):";
+    for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q4_NL, DType::Q5_0})
+      std::cout << " " << dtype_name(t) << " " << relative_rms_error(t, s.x);
+    std::cout << "\n";
+    const double q4_0 = relative_rms_error(DType::Q4_0, s.x), nl = relative_rms_error(DType::Q4_NL, s.x);
+    EXPECT_LT(nl, 0.9 * q4_0) << s.name;                            // same 4.5 bits per weight
+    EXPECT_LT(nl, relative_rms_error(DType::Q4_1, s.x)) << s.name;  // 5 bits per weight
+  }
+}
+
 // ---------------------------------------------------- rwkv.cpp's quantized files
 
 const char* const kVersions[] = {"4v0-660K", "5v1-730K", "5v2-730K", "7v0-834K"};
@@ -244,6 +387,26 @@ double weight_error_from_step(const TensorArchive& archive) {
       noise += 32 * step * step / 12;
       dequantize_row(t.dtype, b, block.data(), 32);
       for (float w : block) energy += double(w) * w;
+    }
+  }
+  return std::sqrt(noise / energy);
+}
+
+// The relative RMS error of a file's quantized weights against the same
+// tensors of the file it was made from.
+double measured_weight_error(const TensorArchive& quant, const TensorArchive& source) {
+  double noise = 0, energy = 0;
+  for (const TensorInfo& t : quant.tensors()) {
+    if (!is_quantized(t.dtype)) continue;
+    const TensorInfo* f = source.find(t.name);
+    EXPECT_NE(f, nullptr) << t.name;
+    if (f == nullptr) continue;
+    std::vector<float> a(size_t(t.numel())), b(size_t(t.numel()));
+    convert_to_f32(t.dtype, t.data, a.data(), a.size());
+    convert_to_f32(f->dtype, f->data, b.data(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      noise += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      energy += double(b[i]) * b[i];
     }
   }
   return std::sqrt(noise / energy);
@@ -572,18 +735,93 @@ TEST(QuantizeCommand, EveryTypeLoadsAndStaysWithinItsQuantizationError) {
   const std::vector<int32_t> prompt = {'"', 'i', 'n'};
   const std::string source = test::tiny_model("7v0-834K", "FP16");
   const auto reference = logits_of(*load_model(test::tiny_model("7v0-834K", "FP32")), prompt, true);
-  for (const char* type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}) {
+  for (const char* type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_nl"}) {
     const std::string out = dir / (std::string(type) + ".bin");
     const auto r = test::run_cli("quantize -m " + source + " -o " + out + " --type " + type);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const auto model = load_model(out);
     EXPECT_EQ(dtype_name(model->config().dtype), type);
-    const double eps_w = weight_error_from_step(read_rwkvcpp(out));
+    // Q4_NL's scale is not its step (its levels are 11 to 28 scales apart):
+    // its error is measured against the FP16 weights instead.
+    const double eps_w = std::string(type) == "q4_nl" ? measured_weight_error(read_rwkvcpp(out), read_rwkvcpp(source))
+                                                      : weight_error_from_step(read_rwkvcpp(out));
     // 8 bits: ~1/256 of each block's range; 4 bits: ~1/16.
     EXPECT_LT(eps_w, std::string(type) == "q8_0" ? 0.006 : 0.1) << type;
     expect_close(logits_of(*model, prompt, true), reference, eps_w, 12 * quantized_products_per_layer(Arch::V7),
                  std::string("7v0-834K FP16 -> ") + type);
   }
+}
+
+TEST(QuantizeCommand, RwkvCppLayoutIsTheInverseOfReadingRwkvCppFiles) {
+  // rwkv.cpp file -> official layout -> rwkv.cpp layout gives back the file's
+  // tensors: names, shapes, dtypes, values (the decay transforms to within
+  // float rounding, everything else exactly).
+  for (const char* version : kVersions) {
+    for (const char* type : {"FP32", "FP16"}) {
+      const auto original = std::make_shared<TensorArchive>(read_rwkvcpp(test::tiny_model(version, type)));
+      const auto official = to_official_layout(original, /*undo_rwkvcpp=*/true);
+      ASSERT_EQ(detect_layout(*official), Layout::Official);
+      const auto back = to_rwkvcpp_layout(official);
+      EXPECT_EQ(back->tensors().size(), original->tensors().size()) << version << " " << type;
+      for (const char* key : {"rwkvcpp.n_vocab", "rwkvcpp.n_embed", "rwkvcpp.n_layer"})
+        EXPECT_EQ(back->metadata.at(key), original->metadata.at(key)) << version << " " << key;
+      for (const TensorInfo& t : original->tensors()) {
+        const TensorInfo* b = back->find(t.name);
+        ASSERT_NE(b, nullptr) << version << " " << t.name;
+        EXPECT_EQ(b->shape, t.shape) << version << " " << t.name;
+        if (t.shape.size() == 2 || std::string(type) == "FP32") {
+          EXPECT_EQ(b->dtype, t.dtype) << version << " " << t.name;
+        }
+        std::vector<float> x(size_t(t.numel())), y(size_t(t.numel()));
+        convert_to_f32(t.dtype, t.data, x.data(), x.size());
+        convert_to_f32(b->dtype, b->data, y.data(), y.size());
+        for (size_t i = 0; i < x.size(); ++i)
+          ASSERT_NEAR(y[i], x[i], 4e-7 * std::fabs(x[i])) << version << " " << type << " " << t.name << " [" << i << "]";
+      }
+    }
+  }
+}
+
+TEST(QuantizeCommand, QuantizesAnyFileTheEngineReads) {
+  // The official .pth that `rwkv convert` makes from rwkv.cpp's FP32 file
+  // quantizes to the same blocks as the file itself, and to the same model.
+  test::TempDir dir;
+  const std::vector<int32_t> prompt = {'"', 'i', 'n', ' ', 't', 'h', 'e'};
+  for (const char* version : {"5v2-730K", "7v0-834K"}) {
+    const std::string pth = dir / "model.pth", out = dir / "q5_1.bin";
+    auto r = test::run_cli("convert -m " + test::tiny_model(version, "FP32") + " -o " + pth);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = test::run_cli("quantize -m " + pth + " -o " + out + " --type q5_1");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const TensorArchive ours = read_rwkvcpp(out), theirs = read_rwkvcpp(test::tiny_model(version, "Q5_1"));
+    EXPECT_EQ(ours.tensors().size(), theirs.tensors().size());
+    for (const TensorInfo& t : theirs.tensors()) {
+      const TensorInfo* o = ours.find(t.name);
+      ASSERT_NE(o, nullptr) << t.name;
+      EXPECT_EQ(o->dtype, t.dtype) << t.name;
+      if (is_quantized(t.dtype)) {
+        EXPECT_EQ(std::memcmp(o->data, t.data, t.nbytes), 0) << version << " " << t.name;
+      }
+    }
+    LoadOptions options;
+    options.v5_group_norm_eps = 1e-5f;
+    const auto a = logits_of(*load_model(out, options), prompt, false);
+    const auto b = logits_of(*load_model(test::tiny_model(version, "Q5_1"), options), prompt, false);
+    EXPECT_LE(compare(a, b).normalised, 1e-5) << version;
+  }
+  // A bf16 official checkpoint (random RWKV-7, World vocabulary) to q4_nl.
+  const std::string pth = test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth");
+  const std::string out = dir / "rand-q4_nl.bin";
+  const auto r = test::run_cli("quantize -m " + pth + " -o " + out + " --type q4_nl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto model = load_model(out);
+  EXPECT_EQ(model->config().dtype, DType::Q4_NL);
+  const auto reference = logits_of(*load_model(pth), prompt, false);
+  const double eps_w = measured_weight_error(read_rwkvcpp(out), *to_rwkvcpp_layout(open_tensor_archive(pth)));
+  std::cout << "[ measured ] rand-v7 bf16 -> q4_nl: weight error " << eps_w << "\n";
+  EXPECT_LT(eps_w, 0.1);
+  expect_close(logits_of(*model, prompt, false), reference, eps_w, 2 * quantized_products_per_layer(Arch::V7),
+               "rand-v7 bf16 .pth -> q4_nl");
 }
 
 TEST(QuantizeCommand, BadInputIsRefusedWithoutOutput) {
@@ -594,7 +832,7 @@ TEST(QuantizeCommand, BadInputIsRefusedWithoutOutput) {
   } cases[] = {
       {"-m " + test::tiny_model("7v0-834K", "Q5_0") + " --type q4_0", "already q5_0"},
       {"-m " + test::tiny_model("7v0-834K", "FP32") + " --type q3_k", "not one of"},
-      {"-m " + test::fixture_path("pth/f32.pth") + " --type q8_0", "convert_pytorch_to_ggml.py"},
+      {"-m " + test::shared_path("data/demo.jsonl") + " --type q8_0", "demo.jsonl"},
       {"-m " + (dir / "missing.bin") + " --type q8_0", "missing.bin"},
   };
   for (const auto& c : cases) {

@@ -1,7 +1,9 @@
 // rwkv bench: prefill and decode speed of a model on this machine, with the
 // memory bandwidth measured in the same run. Decoding one token reads every
 // weight once, so bandwidth / (weight bytes per token) is its ceiling; the
-// achieved fraction says how close the kernels come.
+// achieved fraction says how close the kernels come. --batch B decodes B
+// independent sequences together (Model::forward_batch), one token each per
+// step: the weights are read once per step, so tokens/s can grow with B.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -34,6 +36,7 @@ struct BenchOptions {
   int64_t prompt = 512;
   int64_t gen = 128;
   int64_t context = 0;
+  int64_t batch = 1;  // sequences decoded together
   bool json = false;
   int64_t bandwidth_mib = 1024;  // 0: skip the measurement
 };
@@ -72,29 +75,62 @@ size_t weight_bytes_per_token(const TensorArchive& archive, const ModelConfig& c
   return total;
 }
 
-int32_t argmax(const std::vector<float>& v) {
-  return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
 struct DecodeRun {
-  double tokens_per_s = 0;
-  double ms_p50 = 0, ms_p90 = 0;
+  double tokens_per_s = 0;  // summed over the batch
+  double ms_p50 = 0, ms_p90 = 0;  // per step (one token for every sequence)
 };
 
-// Decodes n tokens one at a time, each the argmax of the previous logits.
-DecodeRun decode(const Model& model, State& state, Workspace& ws, int32_t first, int64_t n) {
-  std::vector<float> logits(size_t(model.config().n_vocab));
+// B sequences, each with its state and its last logits, advanced together
+// through forward_batch.
+struct Batch {
+  std::vector<State> states;
+  std::vector<float> logits;  // [B, n_vocab]: each sequence's last logits
+  std::vector<int32_t> next;  // each sequence's argmax
+
+  Batch(const Model& model, int64_t b)
+      : states(size_t(b), model.new_state()), logits(size_t(b * model.config().n_vocab)), next(size_t(b)) {}
+  size_t size() const { return states.size(); }
+
+  // Feeds tokens[i] to sequence i and keeps the argmaxes: one forward_batch
+  // call for all (decoding), or, for long pieces (prompts), calls of whole
+  // sequences up to kMaxTokensPerCall tokens, so that the workspace for a
+  // large batch of long prompts stays bounded.
+  static constexpr size_t kMaxTokensPerCall = 4096;
+  void feed(const Model& model, Workspace& ws, const std::vector<std::vector<int32_t>>& tokens) {
+    const size_t n_vocab = size_t(model.config().n_vocab);
+    std::vector<BatchItem> items;
+    size_t pending = 0;
+    for (size_t i = 0; i < size(); ++i) {
+      if (!items.empty() && pending + tokens[i].size() > kMaxTokensPerCall) {
+        model.forward_batch(items, &ws);
+        items.clear();
+        pending = 0;
+      }
+      items.push_back(
+          BatchItem{tokens[i], &states[i], Logits::Last, std::span<float>(logits).subspan(i * n_vocab, n_vocab)});
+      pending += tokens[i].size();
+    }
+    model.forward_batch(items, &ws);
+    for (size_t i = 0; i < size(); ++i) {
+      const float* row = logits.data() + i * n_vocab;
+      next[i] = int32_t(std::max_element(row, row + n_vocab) - row);
+    }
+  }
+};
+
+// Decodes n steps: every sequence gets the argmax of its previous logits.
+DecodeRun decode(const Model& model, Batch& batch, Workspace& ws, int64_t n) {
   std::vector<double> ms;
-  int32_t token = first;
+  std::vector<std::vector<int32_t>> tokens(batch.size(), std::vector<int32_t>(1));
   const auto start = Clock::now();
   for (int64_t i = 0; i < n; ++i) {
     const auto t0 = Clock::now();
-    model.forward(std::span<const int32_t>(&token, 1), state, Logits::Last, logits, &ws);
-    token = argmax(logits);
+    for (size_t b = 0; b < batch.size(); ++b) tokens[b][0] = batch.next[b];
+    batch.feed(model, ws, tokens);
     ms.push_back(seconds_since(t0) * 1e3);
   }
   DecodeRun r;
-  r.tokens_per_s = double(n) / seconds_since(start);
+  r.tokens_per_s = double(n) * double(batch.size()) / seconds_since(start);
   std::sort(ms.begin(), ms.end());
   r.ms_p50 = ms[ms.size() / 2];
   r.ms_p90 = ms[std::min(ms.size() - 1, ms.size() * 9 / 10)];
@@ -104,6 +140,7 @@ DecodeRun decode(const Model& model, State& state, Workspace& ws, int32_t first,
 int run_bench(const BenchOptions& o) {
   if (o.prompt < 1 || o.gen < 1 || o.context < 0)
     fail("--prompt and --gen must be at least 1 and --context at least 0");
+  if (o.batch < 1 || o.batch > 4096) fail("--batch must be between 1 and 4096 (got {})", o.batch);
   // One archive for both the model and the byte count: opening the file twice
   // could double the memory (rwkv.cpp files may need aligned copies).
   const auto archive = open_tensor_archive(o.model);
@@ -122,44 +159,49 @@ int run_bench(const BenchOptions& o) {
   };
 
   auto ws = model->new_workspace();
-  std::vector<float> logits(size_t(c.n_vocab));
   {  // Warm-up: page in the weights and size the workspace before timing.
-    State scratch = model->new_state();
-    const auto warm = random_tokens(std::min<int64_t>(o.prompt, 16));
-    model->forward(warm, scratch, Logits::Last, logits, ws.get());
-    model->forward(std::span<const int32_t>(warm.data(), 1), scratch, Logits::Last, logits, ws.get());
+    Batch warm(*model, o.batch);
+    std::vector<std::vector<int32_t>> prompts(size_t(o.batch), random_tokens(std::min<int64_t>(o.prompt, 16)));
+    warm.feed(*model, *ws, prompts);
+    for (auto& p : prompts) p.resize(1);
+    warm.feed(*model, *ws, prompts);
   }
 
-  State state = model->new_state();
-  const auto prompt = random_tokens(o.prompt);
+  // Prefill: every sequence its own prompt, in as few calls as Batch::feed allows.
+  Batch batch(*model, o.batch);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t b = 0; b < o.batch; ++b) prompts.push_back(random_tokens(o.prompt));
   auto start = Clock::now();
-  model->forward(prompt, state, Logits::Last, logits, ws.get());
+  batch.feed(*model, *ws, prompts);
   const double prefill_s = seconds_since(start);
-  const double prefill_tps = double(o.prompt) / prefill_s;
+  const double prefill_tps = double(o.prompt * o.batch) / prefill_s;
 
-  const DecodeRun first = decode(*model, state, *ws, argmax(logits), o.gen);
+  const DecodeRun first = decode(*model, batch, *ws, o.gen);
 
-  // --context: feed K more tokens, then decode again: RWKV's state has a
-  // fixed size, so time per token and memory must not grow. Memory is taken
-  // after the first 512-token piece (which sizes the workspace) and at the end.
+  // --context: feed K more tokens (to every sequence), then decode again:
+  // RWKV's state has a fixed size, so time per token and memory must not
+  // grow. Memory is taken after the first 512-token piece (which sizes the
+  // workspace) and at the end.
   size_t rss_before_context = 0, rss_after_context = 0;
   double context_s = 0;
   DecodeRun later;
   if (o.context > 0) {
     start = Clock::now();
     for (int64_t done = 0; done < o.context; done += 512) {
-      const auto piece = random_tokens(std::min<int64_t>(512, o.context - done));
-      model->forward(piece, state, Logits::Last, logits, ws.get());
+      std::vector<std::vector<int32_t>> pieces;
+      for (int64_t b = 0; b < o.batch; ++b) pieces.push_back(random_tokens(std::min<int64_t>(512, o.context - done)));
+      batch.feed(*model, *ws, pieces);
       if (done == 0) rss_before_context = current_rss_bytes();
     }
     context_s = seconds_since(start);
-    later = decode(*model, state, *ws, argmax(logits), o.gen);
+    later = decode(*model, batch, *ws, o.gen);
     rss_after_context = current_rss_bytes();
   }
   const size_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer
 
   const double bandwidth = o.bandwidth_mib > 0 ? measure_read_bandwidth(size_t(o.bandwidth_mib) << 20) : 0.0;
-  const double achieved = double(weight_bytes) * first.tokens_per_s;
+  // One decode step reads the weights once for the whole batch.
+  const double achieved = double(weight_bytes) * first.tokens_per_s / double(o.batch);
   const double fraction = bandwidth > 0 ? achieved / bandwidth : 0.0;
 
   if (o.json) {
@@ -172,7 +214,7 @@ int run_bench(const BenchOptions& o) {
         {"n_vocab", c.n_vocab},
         {"simd", current_simd_target().name},
         {"threads", threads},
-        {"batch", 1},
+        {"batch", o.batch},
         {"prompt_tokens", o.prompt},
         {"gen_tokens", o.gen},
         {"prefill_seconds", prefill_s},
@@ -200,18 +242,18 @@ int run_bench(const BenchOptions& o) {
   const double mb = 1e6;
   fmt::print("model:     {} (RWKV {}, {} x {}, vocab {}, {})\n", o.model, arch_name(c.arch), c.n_layer, c.n_embd,
              c.n_vocab, dtype_name(c.dtype));
-  fmt::print("machine:   {}; {} threads, batch 1\n", cpu_summary(), threads);
-  fmt::print("prefill:   {} tokens in {:.3f} s = {:.1f} tokens/s\n", o.prompt, prefill_s, prefill_tps);
-  fmt::print("decode:    {} tokens = {:.2f} tokens/s ({:.2f} ms/token median, {:.2f} p90)\n", o.gen,
+  fmt::print("machine:   {}; {} threads, batch {}\n", cpu_summary(), threads, o.batch);
+  fmt::print("prefill:   {} x {} tokens in {:.3f} s = {:.1f} tokens/s\n", o.batch, o.prompt, prefill_s, prefill_tps);
+  fmt::print("decode:    {} x {} tokens = {:.2f} tokens/s ({:.2f} ms/step median, {:.2f} p90)\n", o.batch, o.gen,
              first.tokens_per_s, first.ms_p50, first.ms_p90);
   if (o.context > 0) {
-    fmt::print("context:   {} more tokens in {:.2f} s; then decode {:.2f} tokens/s ({:.2f} ms/token median)\n",
+    fmt::print("context:   {} more tokens in {:.2f} s; then decode {:.2f} tokens/s ({:.2f} ms/step median)\n",
                o.context, context_s, later.tokens_per_s, later.ms_p50);
     fmt::print("memory:    RSS {:.1f} MB after the first 512 context tokens, {:.1f} MB at the end\n",
                double(rss_before_context) / mb, double(rss_after_context) / mb);
   }
-  fmt::print("weights:   {:.1f} MB read per token -> {:.2f} GB/s while decoding\n", double(weight_bytes) / mb,
-             achieved / 1e9);
+  fmt::print("weights:   {:.1f} MB read per {} -> {:.2f} GB/s while decoding\n", double(weight_bytes) / mb,
+             o.batch == 1 ? std::string("token") : fmt::format("step of {} tokens", o.batch), achieved / 1e9);
   if (bandwidth > 0)
     fmt::print("bandwidth: {:.2f} GB/s (streaming read of {} MiB, {} threads) -> {:.0f}% of it achieved\n",
                bandwidth / 1e9, o.bandwidth_mib, threads, 100 * fraction);
@@ -230,6 +272,9 @@ Runner add_bench(CLI::App& app) {
   cmd->add_option("--prompt", o->prompt, "Prompt tokens for the prefill measurement")->capture_default_str();
   cmd->add_option("--gen", o->gen, "Tokens to decode one at a time")->capture_default_str();
   cmd->add_option("--context", o->context, "Feed this many more tokens, then measure decoding again")
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch,
+                  "Sequences decoded together through the batched forward (tokens/s are summed over them)")
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object instead of text");
   cmd->add_option("--bandwidth-mib", o->bandwidth_mib,

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "apps/cli/commands.h"
+#include "apps/cli/common.h"
 #include "core/error.h"
 #include "formats/open.h"
 #include "formats/pth_writer.h"
@@ -22,26 +23,6 @@ struct ConvertOptions {
   std::string output;
   std::string dtype;   // "" keeps each tensor's own
   std::string format;  // "" picks by the output's extension
-};
-
-// A bar on stderr, redrawn when the whole percentage changes.
-class ProgressBar {
- public:
-  void operator()(size_t done, size_t total) {
-    const int percent = total == 0 ? 100 : int(done * 100 / total);
-    if (percent == last_) return;
-    last_ = percent;
-    const int filled = percent * 30 / 100;
-    fmt::print(stderr, "\rconverting [{}{}] {:3}% {:.1f}/{:.1f} MB", std::string(size_t(filled), '#'),
-               std::string(size_t(30 - filled), '.'), percent, double(done) / 1e6, double(total) / 1e6);
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (last_ >= 0) fmt::print(stderr, "\n");
-  }
-
- private:
-  int last_ = -1;
 };
 
 int run_convert(const ConvertOptions& o) {
@@ -66,8 +47,10 @@ int run_convert(const ConvertOptions& o) {
              c.n_layer, c.n_embd, layout_name(detect_layout(*source)), format,
              dtype ? dtype_name(*dtype) : std::string_view("(dtypes kept)"));
 
-  ProgressBar bar;
-  auto progress = [&](size_t done, size_t total) { bar(done, total); };
+  ProgressBar bar("converting", /*always=*/true);
+  auto progress = [&](size_t done, size_t total) {
+    bar.update(double(done), double(total), fmt::format("{:.1f}/{:.1f} MB", double(done) / 1e6, double(total) / 1e6));
+  };
   if (format == "pth") {
     PthWriteOptions options;
     options.dtype = dtype;

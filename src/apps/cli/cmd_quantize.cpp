@@ -1,8 +1,8 @@
-// rwkv quantize: an FP32/FP16 rwkv.cpp model file to a block-quantized one
-// (rwkv.cpp file version 101), choosing the same tensors rwkv.cpp does and
-// writing the same bytes for them.
-#include <unistd.h>
-
+// rwkv quantize: a float model file to a block-quantized rwkv.cpp one (file
+// version 101), choosing the same tensors rwkv.cpp does and writing the same
+// bytes for them. An rwkv.cpp FP32/FP16 file is quantized as it is; any other
+// file the engine reads (.pth, safetensors, GGUF, ...) is first put in
+// rwkv.cpp's layout as its converter would (model/layouts.h).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +18,8 @@
 #include "core/thread_pool.h"
 #include "formats/open.h"
 #include "formats/rwkvcpp.h"
+#include "model/layouts.h"
+#include "model/loader.h"
 
 namespace rwkv::cli {
 namespace {
@@ -28,25 +30,10 @@ struct QuantizeOptions {
   std::string type;
 };
 
-// rwkv.cpp's data type codes (docs/FILE_FORMAT.md) for the types written here.
-uint32_t rwkvcpp_code(DType t) {
-  switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q5_0: return 7;
-    case DType::Q5_1: return 8;
-    case DType::Q8_0: return 9;
-    default: break;
-  }
-  fail("{} has no rwkv.cpp data type code", dtype_name(t));
-}
-
 DType parse_type(const std::string& name) {
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1})
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_NL})
     if (dtype_name(t) == name) return t;
-  fail("--type: '{}' is not one of q8_0, q4_0, q4_1, q5_0, q5_1", name);
+  fail("--type: '{}' is not one of q8_0, q4_0, q4_1, q5_0, q5_1, q4_nl", name);
 }
 
 // rwkv.cpp's rule (rwkv_quantize.inc): only matrices, and not the embedding,
@@ -59,25 +46,6 @@ bool wants_quantization(const TensorInfo& t) {
   return true;
 }
 
-class Progress {
- public:
-  explicit Progress(size_t total) : total_(std::max<size_t>(total, 1)), tty_(::isatty(2) != 0) {}
-  void update(size_t done, const std::string& name) {
-    if (!tty_) return;
-    const int width = 30, filled = int(double(done) / double(total_) * width);
-    std::fprintf(stderr, "\r[%-*s] %3d%% %-40.40s", width, std::string(size_t(filled), '#').c_str(),
-                 int(100.0 * double(done) / double(total_)), name.c_str());
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (tty_) std::fprintf(stderr, "\r%-80s\r", "");
-  }
-
- private:
-  size_t total_;
-  bool tty_;
-};
-
 template <typename T>
 void put(AtomicFile& out, T value) {
   out.write(&value, sizeof value);
@@ -85,15 +53,15 @@ void put(AtomicFile& out, T value) {
 
 int run_quantize(const QuantizeOptions& o) {
   const DType target = parse_type(o.type);
-  const auto archive = open_tensor_archive(o.input);
-  if (archive->format != "rwkv.cpp")
-    fail("{}: a {} file; quantize takes rwkv.cpp model files (convert checkpoints with rwkv.cpp's "
-         "convert_pytorch_to_ggml.py first)",
-         o.input, archive->format);
+  // Any model file the engine reads, in rwkv.cpp's layout (rwkv.cpp files as they are).
+  const auto source = open_tensor_archive(o.input);
+  for (const TensorInfo& t : source->tensors())
+    if (is_quantized(t.dtype))
+      fail("{}: tensor '{}' is already {}; quantize from a file with float weights", o.input, t.name,
+           dtype_name(t.dtype));
+  const auto archive = to_rwkvcpp_layout(source);
+  if (archive != source) load_model(archive);  // refuse what the engine would not load, before writing
   const TensorArchive& in = *archive;
-  for (const TensorInfo& t : in.tensors())
-    if (t.dtype != DType::F32 && t.dtype != DType::F16)
-      fail("{}: tensor '{}' is already {}; quantize from an FP32 or FP16 file", o.input, t.name, dtype_name(t.dtype));
 
   size_t total_bytes = 0;
   for (const TensorInfo& t : in.tensors()) total_bytes += t.nbytes;
@@ -103,20 +71,20 @@ int run_quantize(const QuantizeOptions& o) {
   put<uint32_t>(out, 101);  // the version whose quantized blocks have ggml's current layouts
   for (const char* key : {"rwkvcpp.n_vocab", "rwkvcpp.n_embed", "rwkvcpp.n_layer"})
     put<uint32_t>(out, uint32_t(std::stoul(in.metadata.at(key))));
-  put<uint32_t>(out, rwkvcpp_code(target));
+  put<uint32_t>(out, rwkvcpp_type_code(target));
 
-  Progress progress(total_bytes);
+  ProgressBar progress("quantizing");
   size_t done_bytes = 0, written = 0, quantized = 0;
   std::vector<float> widened;
   std::vector<uint8_t> blocks;
   for (const TensorInfo& t : in.tensors()) {
-    progress.update(done_bytes, t.name);
+    progress.update(double(done_bytes), double(total_bytes), t.name);
     const int64_t cols = t.shape.back();
     const bool quantize = wants_quantization(t) && cols % kQuantBlock == 0;
     const DType dtype = quantize ? target : t.dtype;
     put<uint32_t>(out, uint32_t(t.shape.size()));
     put<uint32_t>(out, uint32_t(t.name.size()));
-    put<uint32_t>(out, rwkvcpp_code(dtype));
+    put<uint32_t>(out, rwkvcpp_type_code(dtype));
     for (auto d = t.shape.rbegin(); d != t.shape.rend(); ++d) put<uint32_t>(out, uint32_t(*d));  // innermost first
     out.write(t.name.data(), t.name.size());
     if (!quantize) {
@@ -149,11 +117,15 @@ int run_quantize(const QuantizeOptions& o) {
 }  // namespace
 
 Runner add_quantize(CLI::App& app) {
-  auto* cmd = app.add_subcommand("quantize", "Quantize an FP32/FP16 rwkv.cpp model file (as rwkv.cpp does)");
+  auto* cmd = app.add_subcommand("quantize", "Quantize a float model file to an rwkv.cpp file (as rwkv.cpp does)");
   auto o = std::make_shared<QuantizeOptions>();
-  cmd->add_option("-m,--model", o->input, "Input rwkv.cpp model file (FP32 or FP16)")->required();
+  cmd->add_option("-m,--model", o->input, "Input model file with float weights (rwkv.cpp FP32/FP16, .pth, ...)")
+      ->required();
   cmd->add_option("-o,--output", o->output, "Output rwkv.cpp model file")->required();
-  cmd->add_option("--type", o->type, "q8_0, q4_0, q4_1, q5_0 or q5_1")->required();
+  cmd->add_option("--type", o->type,
+                  "q8_0, q4_0, q4_1, q5_0, q5_1 (rwkv.cpp's), or q4_nl (this engine's own: Q4_0's size, "
+                  "less error; only this engine reads it)")
+      ->required();
   add_threads_flag(*cmd);
   return [o] { return run_quantize(*o); };
 }

@@ -24,5 +24,7 @@ Runner add_lora_merge(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_bench(CLI::App& app);
+Runner add_perplexity(CLI::App& app);
+Runner add_eval(CLI::App& app);
 
 }  // namespace rwkv::cli

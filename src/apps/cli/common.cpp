@@ -1,10 +1,15 @@
 #include "apps/cli/common.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <random>
 
 #include <fmt/format.h>
-#include <random>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -81,6 +86,40 @@ void require_utf8(std::string_view text, const char* what) {
 
 void add_tokenizer_flag(CLI::App& cmd, std::string& spec) {
   cmd.add_option("--tokenizer", spec, "world, bytes, or a vocabulary file (default: chosen from the model)");
+}
+
+ProgressBar::ProgressBar(std::string label, bool always)
+    : label_(std::move(label)), tty_(::isatty(2) != 0), draw_(tty_ || always) {}
+
+void ProgressBar::update(double done, double total, std::string_view detail) {
+  if (!draw_) return;
+  const double fraction = total > 0 ? std::clamp(done / total, 0.0, 1.0) : 1.0;
+  const int percent = int(fraction * 100);
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  // The same percentage again: redrawn (for its detail) only on a terminal.
+  if (percent == last_percent_ && (!tty_ || now - last_draw_ns_ < 100'000'000)) return;
+  last_percent_ = percent;
+  last_draw_ns_ = now;
+  const int width = 30, filled = int(fraction * width);
+  const std::string line = fmt::format("{} [{}{}] {:3}% {}", label_, std::string(size_t(filled), '#'),
+                                       std::string(size_t(width - filled), '.'), percent, detail);
+  fmt::print(stderr, "\r{:<79.79}", line);
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void ProgressBar::finish() {
+  if (drawn_) {
+    if (tty_) {
+      fmt::print(stderr, "\r{:79}\r", "");
+    } else {
+      fmt::print(stderr, "\n");
+    }
+    std::fflush(stderr);
+  }
+  drawn_ = false;
 }
 
 void add_threads_flag(CLI::App& cmd) {

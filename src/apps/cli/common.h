@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/sampler.h"
@@ -40,6 +41,32 @@ struct SamplingFlags {
 };
 
 void add_tokenizer_flag(CLI::App& cmd, std::string& spec);
+
+// A progress bar on stderr: "label [#####.....]  42% detail", redrawn when
+// the whole percentage changes (on a terminal also up to ten times a second
+// for the detail). By default drawn only when stderr is a terminal, so pipes
+// and logs stay clean; `always` draws it anyway (convert's bar, which
+// scripts watch).
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label, bool always = false);
+  ~ProgressBar() { finish(); }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(double done, double total, std::string_view detail = {});
+  // Ends the bar (once; later calls do nothing): on a terminal its line is
+  // cleared, elsewhere the last state stays, followed by a newline.
+  void finish();
+
+ private:
+  std::string label_;
+  bool tty_;
+  bool draw_;
+  bool drawn_ = false;
+  int last_percent_ = -1;
+  int64_t last_draw_ns_ = 0;
+};
 
 // --threads N: the kernels' thread count for this run (core/thread_pool.h),
 // applied as soon as the flag is parsed; without it, every hardware thread.

@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   add(rwkv::cli::add_convert);
   add(rwkv::cli::add_quantize);
   add(rwkv::cli::add_bench);
+  add(rwkv::cli::add_perplexity);
+  add(rwkv::cli::add_eval);
 
   try {
     app.parse(argc, argv);
