@@ -101,7 +101,8 @@ Runner add_convert(CLI::App& app) {
   auto o = std::make_shared<ConvertOptions>();
   cmd->add_option("-m,--model", o->model, "Input model file")->required();
   cmd->add_option("-o,--output", o->output, "Output file (written only when complete)")->required();
-  cmd->add_option("--dtype", o->dtype, "Store every tensor as f32, f16 or bf16 (default: keep each tensor's)");
+  cmd->add_option("--dtype", o->dtype, "Store every tensor as f32, f16 or bf16 (default: keep each tensor's; GGUF: the matrices, "
+                  "vectors and LoRAs stay f32 as llama.cpp has them)");
   cmd->add_option("--format", o->format,
                   "pth, safetensors or gguf (default: pth for a .pth/.pt output, gguf for .gguf, safetensors "
                   "otherwise)");
