@@ -1,10 +1,12 @@
 // RWKV-4, 5.x and 6: rwkv.cpp's golden logits, the float64 references of
 // tests/reference/rwkv{4,5,6}_reference.py (fixtures by fixtures_versions.py),
 // RNN vs sequence mode, official .pth vs rwkv.cpp layouts, the 5.x GroupNorm
-// epsilon, version detection and bad input.
+// epsilon, conversion of every version to every output format, version
+// detection and bad input.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <numeric>
@@ -12,6 +14,7 @@
 #include "core/error.h"
 #include "formats/npy.h"
 #include "formats/open.h"
+#include "model/layouts.h"
 #include "model/loader.h"
 #include "test_util.h"
 
@@ -261,6 +264,117 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, RandomModels,
                                            Random{"rand-v6-L2-C128-hs64-V1000-bf16", Arch::V6, 64}),
                          [](const auto& info) {
                            std::string s = info.param.name;
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
+
+// --- every version through every output format -----------------------------------------------
+
+// rwkv convert of each random bf16 official .pth (all versions, both RWKV-7
+// fixtures and DeepEmbed) to safetensors, .pth in f32 and bf16, and (RWKV-6/7)
+// llama.cpp's GGUF; the converted file must give the original's logits at
+// every position, in sequence and RNN mode, and every tensor read back into
+// the official layout must hold the original's values exactly.
+//  - dtypes kept (safetensors, .pth bf16): the same bytes, so bit-identical
+//    logits (measured: 0 for every fixture).
+//  - .pth f32, and GGUF (bf16 matrices, but vectors, LoRAs, lerps and
+//    time_faaaa widened to f32 by llama.cpp's rules): the same values, exactly
+//    (bf16 -> f32 is exact), but f32 tensors take the f32 kernels instead of
+//    the bf16 ones, whose RNN-mode matrix-vector products sum in another
+//    order: kSameMathTolerance (measured 0 in sequence mode; 0 to 3.4e-6 in
+//    RNN mode; a wrong value moves logits by >= 1e-2).
+struct Converted {
+  std::string path;  // under the fixtures folder
+  bool gguf;         // llama.cpp has an architecture for it
+};
+
+void PrintTo(const Converted& c, std::ostream* os) { *os << c.path; }
+
+class ConvertedModels : public ::testing::TestWithParam<Converted> {};
+
+// Every official tensor of `original` in `converted` (read back into the
+// official layout) with the same shape and the same values. llama.cpp's
+// GGUF has no layer-0 v0/v1/v2 (RWKV-7 never uses them).
+void expect_same_values(const TensorArchive& original, const std::string& converted_path) {
+  const auto converted = to_official_layout(open_tensor_archive(converted_path));
+  size_t found = 0;
+  for (const TensorInfo& t : original.tensors()) {
+    SCOPED_TRACE(t.name);
+    const TensorInfo* c = converted->find(t.name);
+    if (c == nullptr) {
+      EXPECT_TRUE(converted_path.ends_with(".gguf") && t.name.starts_with("blocks.0.att.v")) << "missing";
+      continue;
+    }
+    ++found;
+    ASSERT_EQ(c->shape, t.shape);
+    std::vector<float> a(size_t(t.numel())), b(a.size());
+    convert_to_f32(t.dtype, t.data, a.data(), a.size());
+    convert_to_f32(c->dtype, c->data, b.data(), b.size());
+    ASSERT_EQ(std::memcmp(a.data(), b.data(), 4 * a.size()), 0) << "values differ";
+  }
+  EXPECT_EQ(found, converted->tensors().size());  // and nothing extra
+}
+
+TEST_P(ConvertedModels, GiveTheOriginalsLogitsInEveryFormat) {
+  const Converted& c = GetParam();
+  const std::string pth = fixture_path(c.path);
+  const auto archive = open_tensor_archive(pth);
+  const auto original = load_model(archive);
+  ASSERT_EQ(original->config().dtype, DType::BF16);
+  const std::string base = pth.substr(0, pth.size() - 4);
+  const auto tokens = read_tokens(base + ".tokens.txt");
+  const int64_t T = int64_t(tokens.size());
+  const auto seq = run(*original, tokens, T), rnn = run(*original, tokens, 1);
+  test::TempDir dir;
+  struct Target {
+    std::string file, flags;
+    bool exact;
+  };
+  std::vector<Target> targets = {{"out.safetensors", "", true}, {"out.pth", "--dtype bf16", true},
+                                 {"out.pth", "--dtype f32", false}};
+  if (c.gguf) targets.push_back({"out.gguf", "", false});
+  for (const Target& t : targets) {
+    SCOPED_TRACE(t.file + " " + t.flags);
+    const test::CommandResult r = test::run_cli("convert -m '" + pth + "' -o '" + (dir / t.file) + "' " + t.flags);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    expect_same_values(*archive, dir / t.file);
+    const auto converted = load_model(dir / t.file);
+    EXPECT_EQ(converted->config().arch, original->config().arch);
+    EXPECT_EQ(converted->config().variant, original->config().variant);
+    EXPECT_EQ(converted->config().dtype, t.flags == "--dtype f32" ? DType::F32 : DType::BF16);
+    const float seq_err = max_abs_diff(run(*converted, tokens, T), seq);
+    const float rnn_err = max_abs_diff(run(*converted, tokens, 1), rnn);
+    if (t.exact) {
+      EXPECT_EQ(seq_err, 0.0f);
+      EXPECT_EQ(rnn_err, 0.0f);
+    } else {
+      EXPECT_LE(seq_err, kSameMathTolerance);
+      EXPECT_LE(rnn_err, kSameMathTolerance);
+    }
+    std::cout << "[ measured ] " << c.path << " -> " << t.file << " " << t.flags << ": max |logit diff| " << seq_err
+              << " (sequence), " << rnn_err << " (RNN)\n";
+  }
+  if (!c.gguf) {  // refused with a clear error, nothing written
+    const test::CommandResult r = test::run_cli("convert -m '" + pth + "' -o '" + (dir / "out.gguf") + "'");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.output.find("no llama.cpp GGUF architecture"), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(dir.file_count(), c.gguf ? 3u : 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertedModels,
+                         ::testing::Values(Converted{"versions/rand-v4-L3-C96-V300-bf16.pth", false},
+                                           Converted{"versions/rand-v5.0-L2-C64-hs16-V256-bf16.pth", false},
+                                           Converted{"versions/rand-v5.1-L3-C128-hs32-V512-bf16.pth", false},
+                                           Converted{"versions/rand-v5.2-L2-C128-hs64-V400-bf16.pth", false},
+                                           Converted{"versions/rand-v6-L3-C128-hs32-V512-bf16.pth", true},
+                                           Converted{"versions/rand-v6-L2-C128-hs64-V1000-bf16.pth", true},
+                                           Converted{"rwkv7/rand-v7-L4-C128-hs32-V512-bf16.pth", true},
+                                           Converted{"rwkv7/rand-v7-L3-C128-hs64-V1000-bf16.pth", true},
+                                           Converted{"rwkv7/rand-v7a-deepembed-L3-C128-hs32-V512-bf16.pth", false}),
+                         [](const auto& info) {
+                           std::string s = info.param.path.substr(info.param.path.find('/') + 1);
                            for (char& c : s)
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            return s;

@@ -1,5 +1,6 @@
 // rwkv convert: any model file the engine reads -> official names in a .pth
-// or a safetensors file (the engine's preferred format: mapped in place).
+// or a safetensors file (the engine's preferred format: mapped in place), or
+// (RWKV-6/7) llama.cpp's GGUF.
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -8,6 +9,7 @@
 
 #include "apps/cli/commands.h"
 #include "apps/cli/common.h"
+#include "apps/cli/convert_gguf.h"
 #include "core/error.h"
 #include "formats/open.h"
 #include "formats/pth_writer.h"
@@ -23,6 +25,7 @@ struct ConvertOptions {
   std::string output;
   std::string dtype;   // "" keeps each tensor's own
   std::string format;  // "" picks by the output's extension
+  std::string vocab;   // GGUF: World vocabulary file, "none", or "" to find it
 };
 
 int run_convert(const ConvertOptions& o) {
@@ -34,9 +37,10 @@ int run_convert(const ConvertOptions& o) {
   std::string format = o.format;
   if (format.empty()) {
     const std::string ext = std::filesystem::path(o.output).extension().string();
-    format = ext == ".pth" || ext == ".pt" ? "pth" : "safetensors";
+    format = ext == ".pth" || ext == ".pt" ? "pth" : ext == ".gguf" ? "gguf" : "safetensors";
   }
-  if (format != "pth" && format != "safetensors") fail("--format must be pth or safetensors, not '{}'", format);
+  if (format != "pth" && format != "safetensors" && format != "gguf")
+    fail("--format must be pth, safetensors or gguf, not '{}'", format);
 
   const auto source = open_tensor_archive(o.model);
   const auto official = to_official_layout(source, /*undo_rwkvcpp=*/true);
@@ -51,7 +55,9 @@ int run_convert(const ConvertOptions& o) {
   auto progress = [&](size_t done, size_t total) {
     bar.update(double(done), double(total), fmt::format("{:.1f}/{:.1f} MB", double(done) / 1e6, double(total) / 1e6));
   };
-  if (format == "pth") {
+  if (format == "gguf") {
+    write_model_gguf(o.output, *source, official, c, dtype, o.vocab, o.model, progress);
+  } else if (format == "pth") {
     PthWriteOptions options;
     options.dtype = dtype;
     options.progress = progress;
@@ -72,13 +78,20 @@ int run_convert(const ConvertOptions& o) {
 
 Runner add_convert(CLI::App& app) {
   auto* cmd = app.add_subcommand(
-      "convert", "Convert a model file (.pth, rwkv.cpp .bin, GGUF, safetensors) to official names in .pth or safetensors");
+      "convert",
+      "Convert a model file (.pth, rwkv.cpp .bin, GGUF, safetensors) to official names in .pth or safetensors, or "
+      "(RWKV-6/7) to llama.cpp's GGUF");
   auto o = std::make_shared<ConvertOptions>();
   cmd->add_option("-m,--model", o->model, "Input model file")->required();
   cmd->add_option("-o,--output", o->output, "Output file (written only when complete)")->required();
-  cmd->add_option("--dtype", o->dtype, "Store every tensor as f32, f16 or bf16 (default: keep each tensor's)");
+  cmd->add_option("--dtype", o->dtype, "Store every tensor as f32, f16 or bf16 (default: keep each tensor's; GGUF: the matrices, "
+                  "vectors and LoRAs stay f32 as llama.cpp has them)");
   cmd->add_option("--format", o->format,
-                  "pth or safetensors (default: pth for a .pth/.pt output, safetensors otherwise)");
+                  "pth, safetensors or gguf (default: pth for a .pth/.pt output, gguf for .gguf, safetensors "
+                  "otherwise)");
+  cmd->add_option("--vocab", o->vocab,
+                  "GGUF: World vocabulary file for the tokenizer, or 'none' (default: a 65536-token model's from a "
+                  "GGUF input or rwkv_vocab_v20230424.txt found as for tokenize)");
   return [o] { return run_convert(*o); };
 }
 
