@@ -78,8 +78,9 @@ uint32_t ggml_type_id(DType type) {
     case DType::Q5_1: return 7;
     case DType::Q8_0: return 8;
     case DType::BF16: return 30;
+    case DType::Q4_NL: break;  // this engine's own type: ggml has no such block
   }
-  fail("no ggml type for dtype {}", int(type));
+  fail("GGUF cannot hold {} tensors (ggml has no such type)", dtype_name(type));
 }
 
 void write_gguf(const std::string& path, std::span<const GgufKeyValue> metadata, std::span<const GgufTensor> tensors,

@@ -30,6 +30,7 @@ uint32_t file_type(DType t) {
     case DType::Q5_0: return 8;
     case DType::Q5_1: return 9;
     case DType::BF16: return 32;
+    case DType::Q4_NL: break;  // refused by the GGUF writer
   }
   return 0;
 }
