@@ -2,8 +2,11 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
+#include "formats/open.h"
+#include "model/layouts.h"
 #include "runtime/tokenizer_bpe.h"
 #include "runtime/tokenizer_world.h"
 
@@ -61,6 +64,20 @@ std::string find_tokenizer_file(const std::string& file_name, const std::string&
        looked);
 }
 
+namespace {
+
+// The World vocabulary stored in a GGUF model's metadata, in the vocabulary
+// file's text form; empty when `model_path` is not a GGUF file or holds none.
+std::string gguf_world_vocab(const std::string& model_path) {
+  if (model_path.empty()) return "";
+  char magic[4] = {};
+  std::ifstream in(model_path, std::ios::binary);
+  if (!in.read(magic, 4) || std::string_view(magic, 4) != "GGUF") return "";
+  return world_vocab_from_gguf(*open_tensor_archive(model_path));
+}
+
+}  // namespace
+
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_vocab, const std::string& model_path) {
   std::string kind = spec;
   if (kind.empty()) {
@@ -80,7 +97,12 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec, int64_t n_voc
   if (kind == "bytes") {
     tokenizer = std::make_unique<ByteTokenizer>();
   } else if (kind == "world") {
-    tokenizer = std::make_unique<WorldTokenizer>(WorldTokenizer::load(find_world_vocab(model_path)));
+    // A GGUF file may carry its World vocabulary (llama.cpp's "rwkv" tokenizer);
+    // it then needs no vocabulary file beside it.
+    if (std::string text = gguf_world_vocab(model_path); !text.empty())
+      tokenizer = std::make_unique<WorldTokenizer>(WorldTokenizer::parse(text, model_path + " (GGUF metadata)"));
+    else
+      tokenizer = std::make_unique<WorldTokenizer>(WorldTokenizer::load(find_world_vocab(model_path)));
   } else if (kind == "neox") {
     tokenizer = std::make_unique<BpeTokenizer>(BpeTokenizer::load(find_tokenizer_file(kNeoxTokenizerFile, model_path)));
   } else if (kind.ends_with(".json")) {

@@ -589,3 +589,44 @@ TEST(TokenizerCli, BadInputIsAClearError) {
 
 }  // namespace
 }  // namespace rwkv
+
+namespace rwkv {
+namespace {
+
+// A GGUF model carries its vocabulary: with no vocabulary file anywhere the
+// lookup would reach, the tokenizer comes from the file's metadata and equals
+// the official one.
+TEST(TokenizerCli, GgufModelsUseTheirOwnVocabulary) {
+  test::TempDir dir;
+  const std::string gguf = dir / "model.gguf";
+  std::filesystem::create_symlink(test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.gguf"), gguf);
+  const std::string text = "Hello, world! 你好 \xf0\x9f\x98\x80";
+  test::write_bytes(dir / "in.txt", std::vector<char>(text.begin(), text.end()));
+  const std::string in_dir = "cd '" + (dir / "") + "' && RWKV_TOKENIZER_DIR=. ";
+  const std::string command = in_dir + std::string(RWKV_CLI_PATH) + " tokenize -m model.gguf --ids-only < in.txt 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[256];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_EQ(::pclose(pipe), 0) << out;
+  std::string expected;
+  for (int32_t id : WorldTokenizer::load(kVocab).encode(text)) {
+    if (!expected.empty()) expected += ' ';
+    expected += std::to_string(id);
+  }
+  EXPECT_EQ(out, expected + "\n");
+  // The same model as a .pth has no vocabulary inside: from that folder it is not found.
+  std::filesystem::create_symlink(test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth"),
+                                  dir / "model.pth");
+  const std::string pth_command = in_dir + std::string(RWKV_CLI_PATH) + " tokenize -m model.pth --ids-only < in.txt 2>&1";
+  pipe = ::popen(pth_command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  out.clear();
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  EXPECT_NE(::pclose(pipe), 0) << out;
+  EXPECT_NE(out.find("cannot find the tokenizer file"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace rwkv
