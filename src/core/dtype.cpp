@@ -1,5 +1,7 @@
 #include "core/dtype.h"
 
+#include <cstring>
+
 #include "core/quant.h"
 
 namespace rwkv {
@@ -10,14 +12,24 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
     case DType::F32:
       std::memcpy(dst, src, n * sizeof(float));
       return;
+    // 16-bit values may sit at odd addresses (packed files, tests of unaligned
+    // tails): read them with memcpy, never through a uint16_t pointer.
     case DType::F16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, s + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
       return;
     }
     case DType::BF16: {
-      const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      const auto* s = static_cast<const unsigned char*>(src);
+      for (size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, s + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
       return;
     }
     default:

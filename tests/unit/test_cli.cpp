@@ -238,7 +238,7 @@ TEST(Cli, QuantizedRwkvCppFilesLoadButObsoleteOnesAreRefused) {
   std::filesystem::remove(dir / "v100.bin");
 
   bytes = test::read_bytes(kTinyFp32);  // a tensor in Q4_2, a type rwkv.cpp removed
-  const Record& rec = find_record(records(bytes), "blocks.0.att.key.weight");
+  const Record rec = find_record(records(bytes), "blocks.0.att.key.weight");  // a copy: records() is a temporary
   const int32_t q4_2 = 5;
   std::memcpy(&bytes[rec.type_at], &q4_2, 4);
   test::write_bytes(dir / "q4_2.bin", bytes);
