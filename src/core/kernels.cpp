@@ -459,26 +459,49 @@ void QuantRowsQ8(const void* wv, int64_t cols, int64_t r0, int64_t r1, const int
     const uint8_t* rows[4];
     for (int64_t i = 0; i < 4; ++i) rows[i] = w + std::min(g + i, r1 - 1) * row_bytes;
     const NextGroup ahead = next_group(w, row_bytes, g, r1);
+#ifdef RWKV_X86_INT8
+    // Up to four rows of X at a time share each block's unpacked weights and
+    // scales (batched decoding); every (row, x) sum is still accumulated block
+    // by block in the same order with the same operations, so results do not
+    // depend on how many rows of X come together.
+    for (int64_t t0 = 0; t0 < n; t0 += 4) {
+      const int64_t nt = std::min<int64_t>(4, n - t0);
+      __m256 acc[4][4];
+      float macc[4][4] = {};
+      for (auto& per_x : acc)
+        for (auto& a : per_x) a = _mm256_setzero_ps();
+      for (int64_t k = 0; k < nb; ++k) {
+        if (t0 == 0) ahead.fetch(4 * k * kBytes);
+        __m256i wq[4];
+        float wd[4], wm[4] = {};
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t* b = rows[i] + k * kBytes;
+          wq[i] = Bytes32<Block>(b);
+          wd[i] = HalfToFloat(b);
+          if constexpr (Block::kAffine) wm[i] = HalfToFloat(b + 2);
+        }
+        for (int64_t u = 0; u < nt; ++u) {
+          const int64_t t = t0 + u;
+          const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * cols + 32 * k));
+          const float d = dx[t * nb + k];
+          for (int i = 0; i < 4; ++i) {
+            const __m256 scale = _mm256_set1_ps(wd[i] * d);
+            acc[u][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockDotQ8<Block>(wq[i], x)), scale, acc[u][i]);
+            if constexpr (Block::kAffine) macc[u][i] += wm[i] * xsum[t * nb + k];
+          }
+        }
+      }
+      for (int64_t u = 0; u < nt; ++u) {
+        float* yt = y + (t0 + u) * ldy;
+        for (int64_t i = 0; i < 4 && g + i < r1; ++i) yt[g + i] = HorizontalSum(acc[u][i]) + macc[u][i];
+      }
+    }
+#else
     for (int64_t t = 0; t < n; ++t) {
       const int8_t* xt = xq + t * cols;
       const float* dt = dx + t * nb;
       const float* st = xsum + t * nb;
       float sums[4];
-#ifdef RWKV_X86_INT8
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      float macc[4] = {0, 0, 0, 0};
-      for (int64_t k = 0; k < nb; ++k) {
-        if (t == 0) ahead.fetch(4 * k * kBytes);
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + 32 * k));
-        for (int i = 0; i < 4; ++i) {
-          const uint8_t* b = rows[i] + k * kBytes;
-          const __m256 scale = _mm256_set1_ps(HalfToFloat(b) * dt[k]);
-          acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(BlockDotQ8<Block>(Bytes32<Block>(b), x)), scale, acc[i]);
-          if constexpr (Block::kAffine) macc[i] += HalfToFloat(b + 2) * st[k];
-        }
-      }
-      for (int i = 0; i < 4; ++i) sums[i] = HorizontalSum(acc[i]) + macc[i];
-#else
       // Portable: the same integer block sums with Highway vectors.
       const hn::CappedTag<float, 16> df;
       const hn::RebindToSigned<decltype(df)> di;
@@ -497,10 +520,10 @@ void QuantRowsQ8(const void* wv, int64_t cols, int64_t r0, int64_t r1, const int
         }
         sums[i] = s;
       }
-#endif
       float* yt = y + t * ldy;
       for (int64_t i = 0; i < 4 && g + i < r1; ++i) yt[g + i] = sums[i];
     }
+#endif
   }
 }
 
