@@ -254,6 +254,17 @@ TrainReport run_training(TrainOptions o, std::FILE* log) {
       State s(shape, model.state.size());
       std::copy(model.state.begin(), model.state.end(), s.data().begin());
       save_state_file(o.output, StateFile{std::move(s), {}});
+      // The same wkv states in the layout RWKV-PEFT's state tuning saves:
+      // blocks.N.att.time_state [H, N, N] float32, value index before key
+      // index as ChatRWKV's x070 state (and this engine's) holds them. Token
+      // shifts are not trained there, so they are not in that file.
+      const int64_t C = cfg.n_embd, H = cfg.n_head(), N = cfg.head_size, per_layer = 2 * C + H * N * N;
+      std::vector<TensorInfo> peft;
+      for (int64_t l = 0; l < cfg.n_layer; ++l)
+        peft.push_back({fmt::format("blocks.{}.att.time_state", l), DType::F32, {H, N, N},
+                        reinterpret_cast<const std::byte*>(model.state.data() + l * per_layer + C),
+                        size_t(H * N * N) * sizeof(float)});
+      write_pth(o.output + ".pth", peft);
     }
     TrainState st;
     st.info["settings"] = settings;

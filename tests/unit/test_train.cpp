@@ -756,6 +756,19 @@ TEST(TrainCli, StateTuningWritesAStateFile) {
   const auto g = test::run_cli("generate -m " + q(model) + " --tokenizer bytes --state-in " + q(out) +
                                " -p R -n 4 --temperature 0");
   EXPECT_EQ(g.exit_code, 0) << g.output;
+  // RWKV-PEFT's layout beside it: blocks.N.att.time_state [H, N, N], the wkv
+  // part of each layer's state (between the two token-shift vectors).
+  const auto peft = open_tensor_archive(out + ".pth");
+  const auto& cfg = engine->config();
+  const int64_t C = cfg.n_embd, H = cfg.n_head, N = cfg.head_size, per_layer = 2 * C + H * N * N;
+  ASSERT_EQ(peft->tensors().size(), size_t(cfg.n_layer));
+  for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    const TensorInfo* t = peft->find("blocks." + std::to_string(l) + ".att.time_state");
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->shape, (std::vector<int64_t>{H, N, N}));
+    ASSERT_EQ(t->dtype, DType::F32);
+    EXPECT_EQ(std::memcmp(t->data, sf.state.data().data() + l * per_layer + C, size_t(H * N * N) * 4), 0);
+  }
 }
 
 TEST(TrainCli, BadInputIsAClearError) {
