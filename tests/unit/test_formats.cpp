@@ -24,12 +24,15 @@
 #include "model/layouts.h"
 #include "model/loader.h"
 #include "runtime/tokenizer_world.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 #include <zlib.h>
 
 namespace rwkv {
 namespace {
+
+using test::chunked_logits;
 
 using test::TempDir;
 
@@ -633,18 +636,6 @@ TEST(Gguf, HostileHeadersAreClearErrors) {
 
 // Logits at every position, fed `chunk` tokens at a time (1: RNN mode; the
 // whole length: sequence mode).
-std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
-  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
-  State state = model.new_state();
-  std::vector<float> out(size_t(T * V));
-  for (int64_t s = 0; s < T; s += chunk) {
-    const int64_t n = std::min(chunk, T - s);
-    model.forward(std::span<const int32_t>(tokens.data() + s, size_t(n)), state, Logits::All,
-                  std::span<float>(out).subspan(size_t(s * V)));
-  }
-  return out;
-}
-
 std::vector<int32_t> some_tokens(int64_t vocab, size_t n, uint32_t seed) {
   std::vector<int32_t> t;
   uint32_t x = seed;
@@ -672,7 +663,7 @@ void expect_same_logits(const std::string& a_path, const std::string& b_path, si
   const auto tokens = some_tokens(a->config().n_vocab, n_tokens, 7);
   for (int64_t chunk : {int64_t(1), int64_t(5), int64_t(n_tokens)}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
-    EXPECT_LE(test::max_abs_diff(run(*a, tokens, chunk), run(*b, tokens, chunk)), kSameWeights);
+    EXPECT_LE(test::max_abs_diff(chunked_logits(*a, tokens, chunk), chunked_logits(*b, tokens, chunk)), kSameWeights);
   }
 }
 
@@ -882,7 +873,7 @@ std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
 // Largest |a - b| over all positions in sequence mode, normalised by the std of a.
 float logit_error(const Model& a, const Model& b, std::vector<int32_t> tokens) {
-  const auto la = run(a, tokens, int64_t(tokens.size())), lb = run(b, tokens, int64_t(tokens.size()));
+  const auto la = chunked_logits(a, tokens, int64_t(tokens.size())), lb = chunked_logits(b, tokens, int64_t(tokens.size()));
   double mean = 0, sq = 0;
   for (float x : la) mean += x;
   mean /= double(la.size());

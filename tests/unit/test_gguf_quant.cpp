@@ -18,34 +18,18 @@
 #include "formats/npy.h"
 #include "model/layouts.h"
 #include "model/loader.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
 
+using test::chunked_logits;
+using test::read_tokens;
+
 using test::fixture_path;
 
 const char* const kTypes[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> tokens;
-  std::string item;
-  while (std::getline(in, item, ',')) tokens.push_back(std::stoi(item));
-  return tokens;
-}
-
-std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
-  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
-  State state = model.new_state();
-  std::vector<float> out(size_t(T * V));
-  for (int64_t s = 0; s < T; s += chunk) {
-    const int64_t n = std::min(chunk, T - s);
-    model.forward(std::span<const int32_t>(tokens.data() + s, size_t(n)), state, Logits::All,
-                  std::span<float>(out).subspan(size_t(s * V)));
-  }
-  return out;
-}
 
 struct Errors {
   double max_abs_over_std, normalised;  // normalised: ||a - b|| / ||b - mean(b)||
@@ -103,10 +87,10 @@ TEST_P(QuantizedGguf, MatchesTheDequantizedFloatModelInRnnAndSequenceMode) {
     for (int64_t chunk : {int64_t(1), int64_t(3), int64_t(tokens.size())}) {
       SCOPED_TRACE(chunk);
       set_quant_dot(QuantDot::DecodeToFloat);
-      const Errors decoded = compare(run(*model, tokens, chunk), reference.data);
+      const Errors decoded = compare(chunked_logits(*model, tokens, chunk), reference.data);
       EXPECT_LE(decoded.max_abs_over_std, kDecodedTolerance);
       set_quant_dot(QuantDot::Q8Activations);
-      const Errors int8 = compare(run(*model, tokens, chunk), reference.data);
+      const Errors int8 = compare(chunked_logits(*model, tokens, chunk), reference.data);
       EXPECT_LE(int8.normalised, int8_activation_bound(model->config()));
       if (chunk == 1)
         std::cout << "[ measured ] " << GetParam() << " " << type << ": decoded max abs / std "

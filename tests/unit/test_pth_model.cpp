@@ -11,39 +11,18 @@
 #include "core/error.h"
 #include "formats/npy.h"
 #include "model/loader.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
 
+using test::chunked_logits;
+using test::read_tokens;
+using test::stddev;
+
 using test::fixture_path;
 using test::max_abs_diff;
-
-std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
-  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
-  State state = model.new_state();
-  std::vector<float> out(size_t(T * V));
-  for (int64_t s = 0; s < T; s += chunk) {
-    const int64_t n = std::min(chunk, T - s);
-    model.forward(std::span<const int32_t>(tokens.data() + s, size_t(n)), state, Logits::All,
-                  std::span<float>(out).subspan(size_t(s * V)));
-  }
-  return out;
-}
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> tokens;
-  std::string item;
-  while (std::getline(in, item, ',')) tokens.push_back(std::stoi(item));
-  return tokens;
-}
-
-float stddev(const std::vector<float>& v) {
-  double mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()), sq = 0;
-  for (float x : v) sq += (x - mean) * (x - mean);
-  return float(std::sqrt(sq / double(v.size())));
-}
 
 TEST(PthModel, SameWeightsAsRwkvCppFileGiveTheSameLogits) {
   const std::vector<int32_t> tokens = {'"', 'i', 'n', ' ', 't', 'h', 'e'};
@@ -55,7 +34,7 @@ TEST(PthModel, SameWeightsAsRwkvCppFileGiveTheSameLogits) {
     EXPECT_EQ(from_pth->config().n_params, from_bin->config().n_params);
     for (int64_t chunk : {1, 7}) {
       // Identical weights and identical arithmetic: equal to float32 rounding.
-      EXPECT_LE(max_abs_diff(run(*from_pth, tokens, chunk), run(*from_bin, tokens, chunk)), 1e-6f);
+      EXPECT_LE(max_abs_diff(chunked_logits(*from_pth, tokens, chunk), chunked_logits(*from_bin, tokens, chunk)), 1e-6f);
     }
   }
 }
@@ -92,7 +71,7 @@ TEST_P(RandomPthModel, MatchesTheReferenceAtEveryPositionInEveryMode) {
   ASSERT_GT(spread, 0.1f);  // a degenerate fixture would make the comparison meaningless
   for (int64_t chunk : {int64_t(1), int64_t(7), int64_t(16), int64_t(tokens.size())}) {
     SCOPED_TRACE(chunk);
-    EXPECT_LE(max_abs_diff(run(*model, tokens, chunk), reference.data) / spread, kReferenceTolerance);
+    EXPECT_LE(max_abs_diff(chunked_logits(*model, tokens, chunk), reference.data) / spread, kReferenceTolerance);
   }
 }
 
@@ -106,9 +85,9 @@ TEST(PthModel, SharedBf16ModelAgreesAcrossModes) {
   EXPECT_EQ(model->config().n_layer, 2);
   EXPECT_EQ(model->config().dtype, DType::BF16);
   const std::vector<int32_t> tokens = {0, 1, 65535, 300, 12345, 7, 7, 7, 42};
-  const auto rnn = run(*model, tokens, 1);
-  EXPECT_LE(max_abs_diff(run(*model, tokens, 4), rnn) / stddev(rnn), kReferenceTolerance);
-  EXPECT_LE(max_abs_diff(run(*model, tokens, 9), rnn) / stddev(rnn), kReferenceTolerance);
+  const auto rnn = chunked_logits(*model, tokens, 1);
+  EXPECT_LE(max_abs_diff(chunked_logits(*model, tokens, 4), rnn) / stddev(rnn), kReferenceTolerance);
+  EXPECT_LE(max_abs_diff(chunked_logits(*model, tokens, 9), rnn) / stddev(rnn), kReferenceTolerance);
 }
 
 }  // namespace

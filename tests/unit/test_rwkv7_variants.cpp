@@ -16,41 +16,20 @@
 #include "formats/npy.h"
 #include "formats/open.h"
 #include "model/loader.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
 
+using test::chunked_logits;
+using test::read_tokens;
+using test::stddev;
+
 using test::fixture_path;
 using test::max_abs_diff;
 
 const char* const kDeepEmbed = "rwkv7/rand-v7a-deepembed-L3-C128-hs32-V512-bf16";
-
-std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk) {
-  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
-  State state = model.new_state();
-  std::vector<float> out(size_t(T * V));
-  for (int64_t s = 0; s < T; s += chunk) {
-    const int64_t n = std::min(chunk, T - s);
-    model.forward(std::span<const int32_t>(tokens.data() + s, size_t(n)), state, Logits::All,
-                  std::span<float>(out).subspan(size_t(s * V)));
-  }
-  return out;
-}
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> tokens;
-  std::string item;
-  while (std::getline(in, item, ',')) tokens.push_back(std::stoi(item));
-  return tokens;
-}
-
-float stddev(const std::vector<float>& v) {
-  double mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()), sq = 0;
-  for (float x : v) sq += (x - mean) * (x - mean);
-  return float(std::sqrt(sq / double(v.size())));
-}
 
 // The fixture's tensors, minus those `drop` selects, plus `extra` (views of
 // the fixture's data under other names).
@@ -118,7 +97,7 @@ TEST(Rwkv7DeepEmbed, MatchesTheReferenceAtEveryPositionInEveryMode) {
   ASSERT_GT(spread, 0.1f);
   for (int64_t chunk : {int64_t(1), int64_t(7), int64_t(16), int64_t(tokens.size())}) {
     SCOPED_TRACE(chunk);
-    const float err = max_abs_diff(run(*model, tokens, chunk), reference.data) / spread;
+    const float err = max_abs_diff(chunked_logits(*model, tokens, chunk), reference.data) / spread;
     std::cout << "[ measured ] DeepEmbed chunk " << chunk << ": max abs / std " << err << "\n";
     EXPECT_LE(err, kReferenceTolerance);
   }
@@ -128,10 +107,10 @@ TEST(Rwkv7DeepEmbed, TheGateIsNotANoOp) {
   // Without its DeepEmbed tensors the file is a plain x070 model; its logits
   // must differ clearly, or the tests above would not test the gate.
   const auto tokens = read_tokens(fixture_path(std::string(kDeepEmbed) + ".tokens.txt"));
-  const auto with = run(*load_model(fixture_path(std::string(kDeepEmbed) + ".pth")), tokens, 16);
+  const auto with = chunked_logits(*load_model(fixture_path(std::string(kDeepEmbed) + ".pth")), tokens, 16);
   const auto plain = load_model(edited([](const std::string& n) { return n.find(".ffn.s") != std::string::npos; }));
   EXPECT_EQ(plain->config().variant, "x070");
-  EXPECT_GT(max_abs_diff(run(*plain, tokens, 16), with) / stddev(with), 0.3f);
+  EXPECT_GT(max_abs_diff(chunked_logits(*plain, tokens, 16), with) / stddev(with), 0.3f);
 }
 
 TEST(Rwkv7DeepEmbed, RaggedBatchEqualsSeparateCalls) {
@@ -156,7 +135,7 @@ TEST(Rwkv7DeepEmbed, RaggedBatchEqualsSeparateCalls) {
   // float32 rounding, ~5e-6 of the logits' spread; a gate reading another
   // row's token would be off by ~1.
   for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto alone = run(*model, seqs[i], int64_t(seqs[i].size()));
+    const auto alone = chunked_logits(*model, seqs[i], int64_t(seqs[i].size()));
     EXPECT_LE(max_abs_diff(outs[i], alone) / stddev(alone), kReferenceTolerance) << "sequence " << i;
   }
 }

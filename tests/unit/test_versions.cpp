@@ -16,10 +16,14 @@
 #include "formats/open.h"
 #include "model/layouts.h"
 #include "model/loader.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
+
+using test::read_tokens;
+using test::stddev;
 
 using test::fixture_path;
 using test::max_abs_diff;
@@ -64,21 +68,6 @@ std::vector<float> run(const Model& model, const std::vector<int32_t>& tokens, i
       model.forward(piece, state, s + n == T ? Logits::Last : Logits::None, out, ws.get());
   }
   return out;
-}
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<int32_t> tokens;
-  std::string item;
-  while (std::getline(in, item, ',')) tokens.push_back(std::stoi(item));
-  return tokens;
-}
-
-float stddev(std::span<const float> v) {
-  const double mean = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
-  double sq = 0;
-  for (float x : v) sq += (x - mean) * (x - mean);
-  return float(std::sqrt(sq / double(v.size())));
 }
 
 // --- rwkv.cpp's tiny models ------------------------------------------------------------
