@@ -1,6 +1,7 @@
 #include "core/dtype.h"
 
 #include <cstring>
+#include <vector>
 
 #include "core/quant.h"
 
@@ -36,6 +37,38 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       dequantize_row(t, src, dst, int64_t(n));
       return;
   }
+}
+
+int64_t scale_tensor(DType t, const void* src, size_t n, size_t nbytes, float factor, void* dst) {
+  auto* out = static_cast<unsigned char*>(dst);
+  if (is_quantized(t)) {
+    std::memcpy(out, src, nbytes);
+    const size_t bytes = size_t(dtype_traits(t).block_bytes);
+    const int halves = t == DType::Q4_1 || t == DType::Q5_1 ? 2 : 1;  // d at offset 0, then m
+    for (size_t b = 0; b < nbytes / bytes; ++b)
+      for (int k = 0; k < halves; ++k) {
+        unsigned char* at = out + b * bytes + 2 * size_t(k);
+        uint16_t h;
+        std::memcpy(&h, at, 2);
+        const float x = f16_to_f32(h) * factor;
+        h = f32_to_f16(x);
+        if (f16_to_f32(h) != x) return int64_t(b);
+        std::memcpy(at, &h, 2);
+      }
+    return -1;
+  }
+  std::vector<float> v(n);
+  convert_to_f32(t, src, v.data(), n);
+  for (size_t i = 0; i < n; ++i) {
+    const float x = v[i] * factor;
+    if (t == DType::F32) {
+      std::memcpy(out + 4 * i, &x, 4);
+    } else {
+      const uint16_t h = t == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+      std::memcpy(out + 2 * i, &h, 2);
+    }
+  }
+  return -1;
 }
 
 }  // namespace rwkv

@@ -112,4 +112,11 @@ inline uint16_t f32_to_f16(float f) {
 // quantized type n must be a multiple of its block size.
 void convert_to_f32(DType t, const void* src, float* dst, size_t n);
 
+// Writes the n elements of type t at src, times `factor`, to dst in the same
+// type (nbytes bytes): float types value by value (rounded to the type);
+// block-quantized types by their fp16 scale d, and minimum m for Q4_1/Q5_1,
+// the quants untouched. Returns the first block whose scaled d or m is not
+// exact in fp16 (dst is then incomplete), or -1 when all are.
+int64_t scale_tensor(DType t, const void* src, size_t n, size_t nbytes, float factor, void* dst);
+
 }  // namespace rwkv

@@ -117,36 +117,9 @@ class Exporter {
     TensorInfo o = t;
     o.name = name;
     std::byte* dst = out_->own(t.nbytes);
-    if (is_quantized(t.dtype)) {
-      std::memcpy(dst, t.data, t.nbytes);
-      const size_t bytes = size_t(dtype_traits(t.dtype).block_bytes);
-      const int halves = t.dtype == DType::Q4_1 || t.dtype == DType::Q5_1 ? 2 : 1;  // d, then m
-      for (size_t b = 0; b < t.nbytes / bytes; ++b)
-        for (int h = 0; h < halves; ++h) {
-          std::byte* at = dst + b * bytes + 2 * size_t(h);
-          uint16_t v;
-          std::memcpy(&v, at, 2);
-          const float x = f16_to_f32(v) * factor;
-          v = f32_to_f16(x);
-          if (f16_to_f32(v) != x)
-            fail("{}: tensor '{}' block {}: its scale divided by 2^{} is not exact in fp16; convert with --dtype",
-                 src_->path, t.name, b, k);
-          std::memcpy(at, &v, 2);
-        }
-    } else {
-      const size_t n = size_t(t.numel());
-      std::vector<float> v(n);
-      convert_to_f32(t.dtype, t.data, v.data(), n);
-      for (size_t i = 0; i < n; ++i) {
-        const float x = v[i] * factor;
-        if (t.dtype == DType::F32) {
-          std::memcpy(dst + 4 * i, &x, 4);
-        } else {
-          const uint16_t h = t.dtype == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
-          std::memcpy(dst + 2 * i, &h, 2);
-        }
-      }
-    }
+    if (const int64_t bad = scale_tensor(t.dtype, t.data, size_t(t.numel()), t.nbytes, factor, dst); bad >= 0)
+      fail("{}: tensor '{}' block {}: its scale divided by 2^{} is not exact in fp16; convert with --dtype", src_->path,
+           t.name, bad, k);
     o.data = dst;
     add(std::move(o));
   }

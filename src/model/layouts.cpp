@@ -112,41 +112,9 @@ class Mapper {
   // quantized blocks by their fp16 scale (and minimum), which is exact too.
   void scaled(const std::string& name, const TensorInfo& t, float factor) {
     TensorInfo o = like(name, t, t.shape);
-    if (is_quantized(t.dtype)) {
-      std::byte* dst = out_->own(o.nbytes);
-      std::memcpy(dst, t.data, t.nbytes);
-      const size_t bytes = size_t(dtype_traits(t.dtype).block_bytes);
-      // d at offset 0; Q4_1/Q5_1 also keep their minimum m at offset 2.
-      const int halves = t.dtype == DType::Q4_1 || t.dtype == DType::Q5_1 ? 2 : 1;
-      for (size_t b = 0; b < t.nbytes / bytes; ++b) {
-        for (int k = 0; k < halves; ++k) {
-          std::byte* at = dst + b * bytes + 2 * size_t(k);
-          uint16_t h;
-          std::memcpy(&h, at, 2);
-          const float old = f16_to_f32(h), x = old * factor;
-          h = f32_to_f16(x);
-          if (f16_to_f32(h) != x)
-            fail("{}: tensor '{}' block {}: scale {} times {} does not fit in fp16", path(), t.name, b, old, factor);
-          std::memcpy(at, &h, 2);
-        }
-      }
-      o.data = dst;
-      pending_.push_back(std::move(o));
-      return;
-    }
-    const size_t n = size_t(t.numel());
-    std::vector<float> v(n);
-    convert_to_f32(t.dtype, t.data, v.data(), n);
     std::byte* dst = out_->own(o.nbytes);
-    for (size_t i = 0; i < n; ++i) {
-      const float x = v[i] * factor;
-      if (t.dtype == DType::F32) {
-        std::memcpy(dst + 4 * i, &x, 4);
-      } else {
-        const uint16_t h = t.dtype == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
-    }
+    if (const int64_t bad = scale_tensor(t.dtype, t.data, size_t(t.numel()), t.nbytes, factor, dst); bad >= 0)
+      fail("{}: tensor '{}' block {}: its scale times {} does not fit in fp16", path(), t.name, bad, factor);
     o.data = dst;
     pending_.push_back(std::move(o));
   }
