@@ -349,7 +349,7 @@ void QuantDecode(const void* wv, int64_t n, float* out) {
 // block sum of the rounded x, for the affine types' m term: with it every
 // weight d q + m meets the same rounded x, so the error is that of rounding
 // x alone, bounded by sum |w| dx / 2 per block.
-void QuantizeActivations(const float* x, int64_t n, int8_t* xq, float* dx, float* xsum) {
+void QuantizeActivations(const float* x, int64_t n, int8_t* xq, float* dx, int32_t* isums, float* xsum) {
   const hn::CappedTag<float, 16> df;
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> di8;
@@ -367,8 +367,10 @@ void QuantizeActivations(const float* x, int64_t n, int8_t* xq, float* dx, float
       isum = hn::Add(isum, q);
       hn::StoreU(hn::DemoteTo(di8, q), di8, xq + 32 * k + j);
     }
+    const int32_t total = hn::GetLane(hn::SumOfLanes(di, isum));
     dx[k] = d;
-    xsum[k] = d * float(hn::GetLane(hn::SumOfLanes(di, isum)));
+    isums[k] = total;
+    xsum[k] = d * float(total);
   }
 }
 
@@ -578,6 +580,7 @@ HWY_AFTER_NAMESPACE();
 #include <vector>
 
 #include "core/error.h"
+#include "core/kernels_packed.h"
 #include "core/thread_pool.h"
 
 namespace rwkv {
@@ -672,21 +675,40 @@ void rows_q8(const MatRef& w, int64_t r0, int64_t r1, const int8_t* xq, const fl
   }
 }
 
+// Activations of X[n, cols] rounded to int8 per 32-block, in per-thread
+// buffers; tokens are split over the pool when there are many.
+PackedActivations quantize_activations(const float* x, int64_t n, int64_t cols) {
+  thread_local std::vector<int8_t> xq;
+  thread_local std::vector<float> dx, xsum;
+  thread_local std::vector<int32_t> isum;
+  const int64_t nb = cols / 32;
+  xq.resize(size_t(n * cols));
+  dx.resize(size_t(n * nb));
+  isum.resize(size_t(n * nb));
+  xsum.resize(size_t(n * nb));
+  int8_t* q = xq.data();
+  float *d = dx.data(), *s = xsum.data();
+  int32_t* is = isum.data();
+  auto run = [&](int64_t t0, int64_t t1) {
+    HWY_DYNAMIC_DISPATCH(QuantizeActivations)(x + t0 * cols, (t1 - t0) * cols, q + t0 * cols, d + t0 * nb,
+                                              is + t0 * nb, s + t0 * nb);
+  };
+  if (n * cols >= (int64_t(1) << 16)) {
+    thread_pool().parallel_for(n, std::max<int64_t>(1, (int64_t(1) << 14) / cols), run);
+  } else {
+    run(0, n);
+  }
+  return PackedActivations{q, d, is, s, cols};
+}
+
 void matmul_small(const MatRef& w, const float* x, int64_t n, float* y) {
   ThreadPool& pool = thread_pool();
   const int64_t parts = int64_t(pool.size()) * 4;
   const int64_t chunk = std::max(min_rows_per_chunk(w), ((w.rows + parts - 1) / parts + 3) / 4 * 4);
   const int64_t nb = w.cols / 32;
   if (is_quantized(w.dtype) && g_quant_dot.load(std::memory_order_relaxed) == QuantDot::Q8Activations) {
-    thread_local std::vector<int8_t> xq;
-    thread_local std::vector<float> dx, xsum;
-    xq.resize(size_t(n * w.cols));
-    dx.resize(size_t(n * nb));
-    xsum.resize(size_t(n * nb));
-    HWY_DYNAMIC_DISPATCH(QuantizeActivations)(x, n * w.cols, xq.data(), dx.data(), xsum.data());
-    const int8_t* q = xq.data();
-    const float *d = dx.data(), *s = xsum.data();
-    pool.parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) { rows_q8(w, r0, r1, q, d, s, n, y); });
+    const PackedActivations a = quantize_activations(x, n, w.cols);
+    pool.parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) { rows_q8(w, r0, r1, a.xq, a.dx, a.xsum, n, y); });
     return;
   }
   std::vector<float> xsum;
@@ -747,7 +769,9 @@ void matmul(const MatRef& w, const float* x, int64_t n, float* y) {
     std::fill(y, y + n * w.rows, 0.0f);
     return;
   }
-  if (n < kGemmMinRows) {
+  if (w.packed != nullptr && g_quant_dot.load(std::memory_order_relaxed) == QuantDot::Q8Activations) {
+    packed_matmul(w, quantize_activations(x, n, w.cols), n, y);
+  } else if (n < kGemmMinRows) {
     matmul_small(w, x, n, y);
   } else {
     matmul_gemm(w, x, n, y);

@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
 #include "core/dtype.h"
 
 namespace rwkv {
@@ -25,10 +27,24 @@ struct MatRef {
   int64_t rows = 0;
   int64_t cols = 0;
   const void* data = nullptr;
+  // The same weights repacked by pack_matrix, or null. When set, matmul
+  // multiplies from it (int8 activations, any batch size); data stays the
+  // source for mat_row and for QuantDot::DecodeToFloat.
+  const void* packed = nullptr;
 
   size_t row_bytes() const { return dtype_bytes(dtype, cols); }
   size_t bytes() const { return size_t(rows) * row_bytes(); }
 };
+
+// Whether pack_matrix takes this type: Q8_0, Q4_0, Q4_1 and Q4_NL. The
+// other types multiply from their stored layout.
+bool packable(DType t);
+// Bytes of pack_matrix's result for W (0 if its type is not packable).
+size_t packed_bytes(const MatRef& w);
+// W's weights in the interleaved layout of the int8 kernels: groups of
+// eight rows, each block's scales together, quants interleaved four bytes
+// at a time (core/kernels_packed.cpp). Same size as W. Point W.packed at it.
+std::vector<std::byte> pack_matrix(const MatRef& w);
 
 // y[rows] = W[rows, cols] . x[cols]
 void matvec(const MatRef& w, const float* x, float* y);

@@ -333,7 +333,7 @@ std::unique_ptr<Model> load_rwkv6(std::shared_ptr<const TensorArchive> archive) 
   }
   const float* ln0_w = in.vector("blocks.0.ln0.weight", C);
   const float* ln0_b = in.vector("blocks.0.ln0.bias", C);
-  const MatRef emb_ref = in.matrix("emb.weight", cfg.n_vocab, C);
+  const MatRef emb_ref = in.table("emb.weight", cfg.n_vocab, C);
   const float* ln_out_w = in.vector("ln_out.weight", C);
   const float* ln_out_b = in.vector("ln_out.bias", C);
   const MatRef head = in.matrix("head.weight", cfg.n_vocab, C);

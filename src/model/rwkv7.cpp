@@ -554,7 +554,7 @@ std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive, 
     L.ffn_value = in.matrix(p + "ffn.value.weight", C, cfg.dim_ffn);
     if (cfg.deep_embed > 0) {
       const int64_t D = cfg.deep_embed;
-      L.s_emb = in.matrix(p + "ffn.s_emb.weight", cfg.n_vocab, D * D);
+      L.s_emb = in.table(p + "ffn.s_emb.weight", cfg.n_vocab, D * D);
       L.s_emb_x = in.matrix(p + "ffn.s_emb_x.weight", D * D, C);
       L.s1 = in.squeezed_matrix_transposed(p + "ffn.s1", D, C);  // stored [C, D]
       L.s2 = in.squeezed_matrix_transposed(p + "ffn.s2", cfg.dim_ffn, D);  // stored [D, F]
@@ -563,7 +563,7 @@ std::unique_ptr<Model> load_rwkv7(std::shared_ptr<const TensorArchive> archive, 
   }
   const float* ln0_w = in.vector("blocks.0.ln0.weight", C);
   const float* ln0_b = in.vector("blocks.0.ln0.bias", C);
-  const MatRef emb_ref = in.matrix("emb.weight", cfg.n_vocab, C);
+  const MatRef emb_ref = in.table("emb.weight", cfg.n_vocab, C);
   const float* ln_out_w = in.vector("ln_out.weight", C);
   const float* ln_out_b = in.vector("ln_out.bias", C);
   const MatRef head = in.matrix("head.weight", cfg.n_vocab, C);

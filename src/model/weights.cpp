@@ -51,6 +51,15 @@ MatRef WeightReader::matrix(std::string_view name, int64_t rows, int64_t cols) {
   const TensorInfo& t = get(name);
   if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
     fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), rows, cols);
+  MatRef m{t.dtype, rows, cols, t.data};
+  if (packable(t.dtype)) m.packed = storage_.matrices.emplace_back(pack_matrix(m)).data();
+  return m;
+}
+
+MatRef WeightReader::table(std::string_view name, int64_t rows, int64_t cols) {
+  const TensorInfo& t = get(name);
+  if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+    fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), rows, cols);
   return MatRef{t.dtype, rows, cols, t.data};
 }
 

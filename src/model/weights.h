@@ -33,8 +33,12 @@ class WeightReader {
   const float* vector(std::string_view name, int64_t n);
   // A tensor of exactly `shape`, flattened and widened to f32.
   const float* flat(std::string_view name, const std::vector<int64_t>& shape);
-  // A matrix stored as [rows, cols] (rows = outputs), kept in its stored type.
+  // A matrix stored as [rows, cols] (rows = outputs), kept in its stored type;
+  // quantized types the int8 kernels take also get a packed copy for matmul.
   MatRef matrix(std::string_view name, int64_t rows, int64_t cols);
+  // As matrix, without the packed copy: for tables read a row at a time
+  // (embeddings), never multiplied.
+  MatRef table(std::string_view name, int64_t rows, int64_t cols);
   // A matrix stored transposed, as [cols, rows]; returned as [rows, cols].
   MatRef matrix_transposed(std::string_view name, int64_t rows, int64_t cols);
   // As matrix_transposed, also accepting leading dimensions of 1 (which the

@@ -43,8 +43,17 @@ class KernelTest : public ::testing::Test {
 // bytes into its buffer so that the kernels see unaligned rows.
 struct TestMatrix {
   std::vector<uint8_t> buffer;
+  std::vector<std::byte> packed;
   MatRef ref;
 };
+
+// The same matrix with its packed copy for the int8 kernels (as models load
+// Q8_0, Q4_0, Q4_1 and Q4_NL weights).
+TestMatrix with_packed(TestMatrix m) {
+  m.packed = pack_matrix(m.ref);
+  m.ref.packed = m.packed.data();
+  return m;
+}
 
 TestMatrix random_matrix(DType t, int64_t rows, int64_t cols, size_t offset, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -87,7 +96,8 @@ std::vector<float> random_vector(size_t n, uint32_t seed) {
 // kGemmMinRows rows of X) also round each x to a step dx = absmax / 127 of
 // its 32-block: that adds at most sum over blocks of dx / 2 * sum |w|.
 std::vector<float> error_bounds(const MatRef& w, const float* x, int64_t n) {
-  const bool q8 = is_quantized(w.dtype) && quant_dot() == QuantDot::Q8Activations && n < kGemmMinRows;
+  const bool q8 =
+      is_quantized(w.dtype) && quant_dot() == QuantDot::Q8Activations && (n < kGemmMinRows || w.packed != nullptr);
   std::vector<float> row(static_cast<size_t>(w.cols));
   std::vector<float> bound(static_cast<size_t>(n * w.rows));
   for (int64_t r = 0; r < w.rows; ++r) {
@@ -148,7 +158,14 @@ TEST_F(KernelTest, EveryTargetTypeAndShapeMatchesTheScalarReference) {
         for (int64_t rows : row_counts) {
           // Unaligned: weights 1 element (or 1 byte) and x 1 float past alignment.
           const size_t offset = is_quantized(t) ? 1 : dtype_size(t);
-          const TestMatrix m = random_matrix(t, rows, cols, offset, ++seed);
+          const TestMatrix plain = random_matrix(t, rows, cols, offset, ++seed);
+          std::vector<const TestMatrix*> layouts = {&plain};
+          TestMatrix packed;
+          if (packable(t)) {
+            packed = with_packed(plain);
+            layouts.push_back(&packed);
+          }
+          for (const TestMatrix* m : layouts)
           for (int64_t n : token_counts) {
             const auto x = random_vector(size_t(n * cols + 1), ++seed);
             for (int threads : {1, 3}) {
@@ -157,9 +174,10 @@ TEST_F(KernelTest, EveryTargetTypeAndShapeMatchesTheScalarReference) {
                 if (mode == QuantDot::DecodeToFloat && !is_quantized(t)) continue;
                 set_quant_dot(mode);
                 expect_matches_reference(
-                    m.ref, x.data() + 1, n,
-                    target.name + " " + std::string(dtype_name(t)) + " [" + std::to_string(rows) + ", " +
-                        std::to_string(cols) + "] n=" + std::to_string(n) + " threads=" + std::to_string(threads) +
+                    m->ref, x.data() + 1, n,
+                    target.name + " " + std::string(dtype_name(t)) + (m->ref.packed ? " packed" : "") + " [" +
+                        std::to_string(rows) + ", " + std::to_string(cols) + "] n=" + std::to_string(n) +
+                        " threads=" + std::to_string(threads) +
                         (mode == QuantDot::DecodeToFloat ? " decode-to-float" : ""));
               }
             }
@@ -173,8 +191,10 @@ TEST_F(KernelTest, EveryTargetTypeAndShapeMatchesTheScalarReference) {
 TEST_F(KernelTest, ResultsAreBitIdenticalForEveryThreadCount) {
   // Large enough for several chunks per thread in both the vector kernels and
   // the SGEMM path, with a ragged last chunk.
-  for (DType t : kAllTypes) {
-    const TestMatrix m = random_matrix(t, 1003, 320, 0, 7);
+  for (DType t : kAllTypes)
+  for (bool pack : {false, true}) {
+    if (pack && !packable(t)) continue;
+    const TestMatrix m = pack ? with_packed(random_matrix(t, 1003, 320, 0, 7)) : random_matrix(t, 1003, 320, 0, 7);
     for (int64_t n : {int64_t(1), int64_t(2), kGemmMinRows + 5})
     for (QuantDot mode : {QuantDot::Q8Activations, QuantDot::DecodeToFloat}) {
       set_quant_dot(mode);
@@ -189,7 +209,7 @@ TEST_F(KernelTest, ResultsAreBitIdenticalForEveryThreadCount) {
           continue;
         }
         EXPECT_EQ(std::memcmp(first.data(), y.data(), y.size() * sizeof(float)), 0)
-            << dtype_name(t) << " n=" << n << " mode " << int(mode) << ": " << threads << " threads differ from 1";
+            << dtype_name(t) << (pack ? " packed" : "") << " n=" << n << " mode " << int(mode) << ": " << threads << " threads differ from 1";
       }
     }
   }
@@ -230,6 +250,42 @@ TEST_F(KernelTest, VectorAndMatrixCallsAgree) {
             << dtype_name(t) << " token " << i << " row " << r;
     }
   }
+}
+
+TEST_F(KernelTest, PackedRowsAreIdenticalForEveryBatchSizeAndTarget) {
+  // The int8 kernels on packed weights compute each (row, token) output with
+  // the same integer block sums and the same fused multiply-adds whatever the
+  // batch size (batched decoding = single sequences, bit for bit) and on every
+  // instruction set (VNNI, AVX2 and the portable loop).
+  for (DType t : kAllTypes) {
+    if (!packable(t)) continue;
+    const TestMatrix m = with_packed(random_matrix(t, 45, 160, 1, 31));
+    const int64_t n = 21;
+    const auto x = random_vector(size_t(n * 160), 32);
+    std::vector<float> first;
+    for (const SimdTarget& target : simd_targets()) {
+      set_simd_target(target.id);
+      std::vector<float> batched(size_t(n * 45)), single(45);
+      matmul(m.ref, x.data(), n, batched.data());
+      for (int64_t i = 0; i < n; ++i) {
+        matvec(m.ref, x.data() + i * 160, single.data());
+        EXPECT_EQ(std::memcmp(single.data(), batched.data() + i * 45, sizeof(float) * 45), 0)
+            << target.name << " " << dtype_name(t) << " token " << i;
+      }
+      if (first.empty()) first = batched;
+      EXPECT_EQ(std::memcmp(first.data(), batched.data(), sizeof(float) * batched.size()), 0)
+          << target.name << " " << dtype_name(t) << " differs from " << simd_targets().front().name;
+    }
+  }
+}
+
+TEST_F(KernelTest, PackingKeepsTheSizeAndRefusesOtherTypes) {
+  const TestMatrix m = random_matrix(DType::Q4_0, 16, 64, 0, 41);
+  EXPECT_EQ(packed_bytes(m.ref), m.ref.bytes());
+  EXPECT_EQ(packed_bytes(random_matrix(DType::Q8_0, 13, 64, 0, 42).ref), size_t(2 * 2 * 272));  // 13 rows -> 2 groups
+  EXPECT_FALSE(packable(DType::Q5_0));
+  EXPECT_FALSE(packable(DType::F16));
+  EXPECT_THROW(pack_matrix(random_matrix(DType::F16, 8, 64, 0, 43).ref), Error);
 }
 
 TEST_F(KernelTest, QuantizedMatricesNeedWholeBlocks) {
