@@ -81,4 +81,17 @@ void parallel_rows(int64_t n, int64_t align, Fn&& fn) {
   pool.parallel_for(n, chunk, std::forward<Fn>(fn));
 }
 
+// Runs fn(begin, end) over n items of about `work` elements each (tokens of
+// an element-wise step): on the calling thread when the whole job is too
+// small to pay for a hand-off, else on the pool. For loops whose items are
+// independent, so the split never changes a result.
+template <typename Fn>
+void parallel_items(int64_t n, int64_t work, Fn&& fn) {
+  if (n <= 1 || n * work < (int64_t(1) << 14) || thread_pool().size() == 1) {
+    if (n > 0) fn(int64_t(0), n);
+    return;
+  }
+  parallel_rows(n, 1, std::forward<Fn>(fn));
+}
+
 }  // namespace rwkv

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 #include "core/kernels.h"
+#include "core/thread_pool.h"
 
 namespace rwkv {
 namespace {
@@ -59,8 +61,7 @@ struct ChunkScratch {
 // Per-call scratch, grown to the largest chunk seen.
 struct Rwkv7Workspace : Workspace {
   int64_t capacity = 0;
-  std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, ffn, head_out;
-  ChunkScratch chunk;
+  std::vector<float> x, xn, mix, r, w, k, v, a, g, kk, v_first, y, lora, lora2, ffn, head_out;
   // DeepEmbed: the rows' tokens, their ln0(emb) [T, C], per-token matrices
   // [T, D*D], (x s1) and then (x s1) M [T, D], the gate [T, F].
   std::vector<int32_t> tokens;
@@ -74,6 +75,7 @@ struct Rwkv7Workspace : Workspace {
     mix.assign(6 * tc, 0.0f);
     const int64_t rank = std::max({c.lora_w, c.lora_a, c.lora_v, c.lora_g});
     lora.assign(size_t(t * rank), 0.0f);
+    lora2.assign(size_t(t * rank), 0.0f);
     ffn.assign(size_t(t * c.dim_ffn), 0.0f);
     if (c.deep_embed > 0) {
       const int64_t D = c.deep_embed;
@@ -237,12 +239,13 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, std::span<const Segment> seg
   for (const Segment& seg : segments) {
     float* shift = seg.state + state_offset;
     const int64_t o = seg.row0 * C;
-    token_shift_mix(xn + o, shift, L.x_r, seg.rows, C, xr + o);
-    token_shift_mix(xn + o, shift, L.x_w, seg.rows, C, xw + o);
-    token_shift_mix(xn + o, shift, L.x_k, seg.rows, C, xk + o);
-    token_shift_mix(xn + o, shift, L.x_v, seg.rows, C, xv + o);
-    token_shift_mix(xn + o, shift, L.x_a, seg.rows, C, xa + o);
-    token_shift_mix(xn + o, shift, L.x_g, seg.rows, C, xg + o);
+    parallel_items(seg.rows, 6 * C, [&](int64_t b, int64_t e) {
+      const float* prev = b == 0 ? shift : xn + o + (b - 1) * C;
+      const int64_t ob = o + b * C;
+      const std::pair<const float*, float*> mixes[] = {{L.x_r, xr}, {L.x_w, xw}, {L.x_k, xk},
+                                                       {L.x_v, xv}, {L.x_a, xa}, {L.x_g, xg}};
+      for (const auto& [mu, out] : mixes) token_shift_mix(xn + ob, prev, mu, e - b, C, out + ob);
+    });
     std::memcpy(shift, xn + o + (seg.rows - 1) * C, size_t(C) * sizeof(float));
   }
 
@@ -252,18 +255,28 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, std::span<const Segment> seg
   matmul(L.key, xk, T, k);
   matmul(L.value, xv, T, v);
 
+  // Element-wise steps run on the pool over tokens (parallel_items), the
+  // recurrence over heads: every token and head is computed the same way
+  // wherever it runs, so results do not depend on the thread count.
   // decay: w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw W1) W2))
   matmul(L.w1, xw, T, lora);
-  for (int64_t i = 0; i < T * L.w1.rows; ++i) lora[i] = std::tanh(lora[i]);
+  const int64_t rw = L.w1.rows;
+  parallel_items(T, rw, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * rw; i < e * rw; ++i) lora[i] = std::tanh(lora[i]);
+  });
   matmul(L.w2, lora, T, w);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) w[t * C + c] = std::exp(-kDecayScale * sigmoid(L.w0[c] + w[t * C + c]));
-
-  // in-context learning rate: a = sigmoid(a0 + (xa A1) A2)
-  matmul(L.a1, xa, T, lora);
-  matmul(L.a2, lora, T, a);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < C; ++c) a[t * C + c] = sigmoid(L.a0[c] + a[t * C + c]);
+  // in-context learning rate: a = sigmoid(a0 + (xa A1) A2); after the decay
+  // lora buffer is consumed
+  float* lora_a = ws.lora2.data();
+  matmul(L.a1, xa, T, lora_a);
+  matmul(L.a2, lora_a, T, a);
+  parallel_items(T, 2 * C, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      for (int64_t c = 0; c < C; ++c) {
+        w[t * C + c] = std::exp(-kDecayScale * sigmoid(L.w0[c] + w[t * C + c]));
+        a[t * C + c] = sigmoid(L.a0[c] + a[t * C + c]);
+      }
+  });
 
   // value residual: layer 0 publishes its v, later layers mix towards it.
   if (layer == 0) {
@@ -273,58 +286,72 @@ void Rwkv7::time_mix(const Layer& L, int64_t layer, std::span<const Segment> seg
     matmul(L.v1, xv, T, lora);
     matmul(L.v2, lora, T, mixv);
     const float* vf = ws.v_first.data();
-    for (int64_t i = 0; i < T * C; ++i) v[i] += (vf[i] - v[i]) * sigmoid(L.v0[i % C] + mixv[i]);
+    parallel_items(T, C, [&](int64_t b, int64_t e) {
+      for (int64_t i = b * C; i < e * C; ++i) v[i] += (vf[i] - v[i]) * sigmoid(L.v0[i % C] + mixv[i]);
+    });
   }
 
   // gate: g = sigmoid(xg G1) G2
   matmul(L.g1, xg, T, lora);
-  for (int64_t i = 0; i < T * L.g1.rows; ++i) lora[i] = sigmoid(lora[i]);
+  const int64_t rg = L.g1.rows;
+  parallel_items(T, rg, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * rg; i < e * rg; ++i) lora[i] = sigmoid(lora[i]);
+  });
   matmul(L.g2, lora, T, g);
 
   // kk = L2-normalised (k * k_k) per head; then k = k * (1 + (a - 1) * k_a)
   float* kk = ws.kk.data();
-  for (int64_t t = 0; t < T; ++t) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t o = t * C + h * N;
-      float sq = 0.0f;
-      for (int64_t j = 0; j < N; ++j) {
-        kk[o + j] = k[o + j] * L.k_k[h * N + j];
-        sq += kk[o + j] * kk[o + j];
+  parallel_items(T, 2 * C, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t o = t * C + h * N;
+        float sq = 0.0f;
+        for (int64_t j = 0; j < N; ++j) {
+          kk[o + j] = k[o + j] * L.k_k[h * N + j];
+          sq += kk[o + j] * kk[o + j];
+        }
+        const float inv = 1.0f / std::max(std::sqrt(sq), kNormalizeEps);
+        for (int64_t j = 0; j < N; ++j) kk[o + j] *= inv;
       }
-      const float inv = 1.0f / std::max(std::sqrt(sq), kNormalizeEps);
-      for (int64_t j = 0; j < N; ++j) kk[o + j] *= inv;
+      for (int64_t c = 0; c < C; ++c) k[t * C + c] *= 1.0f + (a[t * C + c] - 1.0f) * L.k_a[c];
     }
-    for (int64_t c = 0; c < C; ++c) k[t * C + c] *= 1.0f + (a[t * C + c] - 1.0f) * L.k_a[c];
-  }
+  });
 
   // The recurrence on each head's S[i][j] (i: value, j: key):
   //   S = S * diag(w) + (S (-kk)) (kk * a)^T + v k^T,   y = S r
   // Whole chunks of kChunk tokens go through the chunked form (small matrix
-  // products); the rest of a segment, and RNN steps, token by token.
+  // products); the rest of a segment, and RNN steps, token by token. Heads
+  // (of every segment) are independent and go to the pool.
   float* y = ws.y.data();
   const WkvInputs in{r, w, k, v, kk, a, C, N};
-  for (const Segment& seg : segments) {
-    float* wkv = seg.state + state_offset + C;
-    int64_t t = seg.row0;
-    const int64_t end = seg.row0 + seg.rows;
-    for (; end - t >= kChunk; t += kChunk)
-      for (int64_t h = 0; h < H; ++h) wkv_chunk(in, t, h, wkv + h * N * N, y, ws.chunk);
-    for (; t < end; ++t)
-      for (int64_t h = 0; h < H; ++h) wkv_step(in, t, h, wkv + h * N * N, y);
-  }
+  const int64_t jobs = int64_t(segments.size()) * H;
+  parallel_items(jobs, (T / int64_t(segments.size()) + 1) * N * N / 8, [&](int64_t j0, int64_t j1) {
+    thread_local ChunkScratch scratch;
+    for (int64_t j = j0; j < j1; ++j) {
+      const Segment& seg = segments[size_t(j / H)];
+      const int64_t h = j % H;
+      float* S = seg.state + state_offset + C + h * N * N;
+      int64_t t = seg.row0;
+      const int64_t end = seg.row0 + seg.rows;
+      for (; end - t >= kChunk; t += kChunk) wkv_chunk(in, t, h, S, y, scratch);
+      for (; t < end; ++t) wkv_step(in, t, h, S, y);
+    }
+  });
 
   // ln_x group norm per head, the r·k bonus, the gate, the output projection.
-  for (int64_t t = 0; t < T; ++t) {
-    float* yt = y + t * C;
-    group_norm(yt, L.ln_x_w, L.ln_x_b, H, N, kGroupNormEps, yt);
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t o = t * C + h * N;
-      float bonus = 0.0f;
-      for (int64_t j = 0; j < N; ++j) bonus += r[o + j] * k[o + j] * L.r_k[h * N + j];
-      for (int64_t i = 0; i < N; ++i) y[o + i] += bonus * v[o + i];
+  parallel_items(T, 3 * C, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* yt = y + t * C;
+      group_norm(yt, L.ln_x_w, L.ln_x_b, H, N, kGroupNormEps, yt);
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t o = t * C + h * N;
+        float bonus = 0.0f;
+        for (int64_t j = 0; j < N; ++j) bonus += r[o + j] * k[o + j] * L.r_k[h * N + j];
+        for (int64_t i = 0; i < N; ++i) y[o + i] += bonus * v[o + i];
+      }
+      for (int64_t c = 0; c < C; ++c) yt[c] *= g[t * C + c];
     }
-    for (int64_t c = 0; c < C; ++c) yt[c] *= g[t * C + c];
-  }
+  });
   float* out = ws.r.data();  // r is no longer needed
   matmul(L.output, y, T, out);
   float* x = ws.x.data();
@@ -343,10 +370,13 @@ void Rwkv7::channel_mix(const Layer& L, std::span<const Segment> segments, int64
   }
   float* hidden = ws.ffn.data();
   matmul(L.ffn_key, xk, T, hidden);
-  for (int64_t i = 0; i < T * config_.dim_ffn; ++i) {
-    const float h = std::max(hidden[i], 0.0f);
-    hidden[i] = h * h;
-  }
+  const int64_t F = config_.dim_ffn;
+  parallel_items(T, F, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * F; i < e * F; ++i) {
+      const float h = std::max(hidden[i], 0.0f);
+      hidden[i] = h * h;
+    }
+  });
   if (config_.deep_embed > 0) deep_embed_gate(L, T, ws);
   float* out = ws.r.data();
   matmul(L.ffn_value, hidden, T, out);
@@ -392,9 +422,14 @@ void Rwkv7::run_layers(std::span<const Segment> segments, int64_t T, Rwkv7Worksp
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     const Layer& L = layers_[size_t(l)];
     const size_t offset = size_t(l) * per_layer;
-    for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln1_w, L.ln1_b, C, kLayerNormEps, ws.xn.data() + t * C);
+    auto norm = [&](const float* weight, const float* bias) {
+      parallel_items(T, C, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) layer_norm(x + t * C, weight, bias, C, kLayerNormEps, ws.xn.data() + t * C);
+      });
+    };
+    norm(L.ln1_w, L.ln1_b);
     time_mix(L, l, segments, T, offset, ws);
-    for (int64_t t = 0; t < T; ++t) layer_norm(x + t * C, L.ln2_w, L.ln2_b, C, kLayerNormEps, ws.xn.data() + t * C);
+    norm(L.ln2_w, L.ln2_b);
     channel_mix(L, segments, T, offset + per_layer - size_t(C), ws);
   }
 }
