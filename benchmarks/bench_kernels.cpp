@@ -20,6 +20,7 @@ namespace {
 
 struct Weights {
   std::vector<uint8_t> bytes;
+  std::vector<std::byte> packed;  // as models load the packable types
   MatRef ref;
 };
 
@@ -44,6 +45,10 @@ Weights make_weights(DType t, int64_t rows, int64_t cols) {
     }
   }
   w.ref = MatRef{t, rows, cols, w.bytes.data()};
+  if (packable(t)) {
+    w.packed = pack_matrix(w.ref);
+    w.ref.packed = w.packed.data();
+  }
   return w;
 }
 
@@ -96,10 +101,12 @@ void BM_MatvecCold(benchmark::State& state) {
   const Weights w = make_weights(t, rows, cols);
   const size_t copies = std::max<size_t>(2, (size_t(512) << 20) / w.bytes.size());
   std::vector<std::vector<uint8_t>> data(copies, w.bytes);
+  std::vector<std::vector<std::byte>> packed(w.ref.packed ? copies : 0, w.packed);
   std::vector<float> x(static_cast<size_t>(cols), 0.01f), y(static_cast<size_t>(rows));
   size_t i = 0;
   for (auto _ : state) {
     MatRef m = w.ref;
+    if (m.packed) m.packed = packed[i % copies].data();
     m.data = data[i++ % copies].data();
     matvec(m, x.data(), y.data());
     benchmark::DoNotOptimize(y.data());

@@ -159,9 +159,10 @@ int run_bench(const BenchOptions& o) {
   };
 
   auto ws = model->new_workspace();
-  {  // Warm-up: page in the weights and size the workspace before timing.
+  {  // Warm-up: page in the weights and size the workspace (a full prompt, as
+     // the timed one) before timing, as llama-bench's warm-up run does.
     Batch warm(*model, o.batch);
-    std::vector<std::vector<int32_t>> prompts(size_t(o.batch), random_tokens(std::min<int64_t>(o.prompt, 16)));
+    std::vector<std::vector<int32_t>> prompts(size_t(o.batch), random_tokens(std::max<int64_t>(o.prompt, 1)));
     warm.feed(*model, *ws, prompts);
     for (auto& p : prompts) p.resize(1);
     warm.feed(*model, *ws, prompts);
