@@ -529,6 +529,23 @@ void QuantRowsQ8(const void* wv, int64_t cols, int64_t r0, int64_t r1, const int
   }
 }
 
+// x = max(x, 0)^2, the RWKV channel mix's activation. As a vector kernel it
+// has no branch to mispredict on the activations' random signs.
+void ReluSquare(float* x, int64_t n) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = int64_t(hn::Lanes(df));
+  const auto zero = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto v = hn::Max(hn::LoadU(df, x + i), zero);
+    hn::StoreU(hn::Mul(v, v), df, x + i);
+  }
+  for (; i < n; ++i) {
+    const float v = x[i] > 0.0f ? x[i] : 0.0f;
+    x[i] = v * v;
+  }
+}
+
 // ------------------------------------------------- per-type entry points
 // One signature for all types so the dispatcher can pick from a table;
 // xsum is used by the affine quantized types only.
@@ -604,6 +621,7 @@ HWY_EXPORT(DecodeQ5_0);
 HWY_EXPORT(DecodeQ5_1);
 HWY_EXPORT(DecodeQ4_NL);
 HWY_EXPORT(QuantizeActivations);
+HWY_EXPORT(ReluSquare);
 HWY_EXPORT(RowsQ8_0Q8);
 HWY_EXPORT(RowsQ4_0Q8);
 HWY_EXPORT(RowsQ4_1Q8);
@@ -751,6 +769,8 @@ void matmul_gemm(const MatRef& w, const float* x, int64_t n, float* y) {
 }
 
 }  // namespace
+
+void relu_square(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ReluSquare)(x, n); }
 
 void set_quant_dot(QuantDot mode) { g_quant_dot = mode; }
 QuantDot quant_dot() { return g_quant_dot; }

@@ -62,6 +62,9 @@ void layer_norm(const float* x, const float* weight, const float* bias, int64_t 
 void group_norm(const float* x, const float* weight, const float* bias, int64_t groups, int64_t group_size, float eps,
                 float* y);
 
+// x[i] = max(x[i], 0)^2 for i < n (vectorized).
+void relu_square(float* x, int64_t n);
+
 inline float sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
 
 // How matvec (and matmul below kGemmMinRows) multiplies quantized weights

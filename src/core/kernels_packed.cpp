@@ -153,8 +153,13 @@ void PackedRowsX86(const uint8_t* packed, int64_t nb, int64_t g0, int64_t g1, co
         for (int u = 0; u < nt; ++u) {
           const int64_t t = t0 + u;
           const int8_t* xb = a.xq + t * a.cols + 32 * b;
-          __m256i s = _mm256_setzero_si256();
-          for (int j = 0; j < 8; ++j) s = Dot4<kType>(s, w[j], Broadcast4(xb + 4 * j));
+          // two independent chains of four (exact integer sums in any order)
+          __m256i s = _mm256_setzero_si256(), s_odd = _mm256_setzero_si256();
+          for (int j = 0; j < 8; j += 2) {
+            s = Dot4<kType>(s, w[j], Broadcast4(xb + 4 * j));
+            s_odd = Dot4<kType>(s_odd, w[j + 1], Broadcast4(xb + 4 * j + 4));
+          }
+          s = _mm256_add_epi32(s, s_odd);
           if constexpr (T.bias != 0 && kDotIsBiased<kType>)
             s = _mm256_sub_epi32(s, _mm256_set1_epi32(T.bias * a.isum[t * nb + b]));
           const __m256 scale = _mm256_mul_ps(d, _mm256_set1_ps(a.dx[t * nb + b]));

@@ -145,10 +145,7 @@ void Rwkv4::channel_mix(const Layer& L, int64_t T, float* state, Rwkv4Workspace&
   matmul(L.ffn_receptance, ws.xr.data(), T, r);
   float* hidden = ws.ffn.data();
   matmul(L.ffn_key, ws.xk.data(), T, hidden);
-  for (int64_t i = 0; i < T * config_.dim_ffn; ++i) {
-    const float h = std::max(hidden[i], 0.0f);
-    hidden[i] = h * h;
-  }
+  relu_square(hidden, T * config_.dim_ffn);
   float* kv = ws.y.data();
   matmul(L.ffn_value, hidden, T, kv);
   float* x = ws.x.data();

@@ -388,17 +388,14 @@ void Rwkv7::channel_mix(const Layer& L, std::span<const Segment> segments, int64
   float* hidden = ws.ffn.data();
   matmul(L.ffn_key, xk, T, hidden);
   const int64_t F = config_.dim_ffn;
-  parallel_items(T, F, [&](int64_t b, int64_t e) {
-    for (int64_t i = b * F; i < e * F; ++i) {
-      const float h = std::max(hidden[i], 0.0f);
-      hidden[i] = h * h;
-    }
-  });
+  parallel_items(T, F, [&](int64_t b, int64_t e) { relu_square(hidden + b * F, (e - b) * F); });
   if (config_.deep_embed > 0) deep_embed_gate(L, T, ws);
   float* out = ws.r.data();
   matmul(L.ffn_value, hidden, T, out);
   float* x = ws.x.data();
-  for (int64_t i = 0; i < T * C; ++i) x[i] += out[i];
+  parallel_items(T, C, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * C; i < e * C; ++i) x[i] += out[i];
+  });
 }
 
 // DeepEmbed: hidden *= ((x s1) M) s2 + s0 per row, with x the ln2 output

@@ -288,6 +288,21 @@ TEST_F(KernelTest, PackingKeepsTheSizeAndRefusesOtherTypes) {
   EXPECT_THROW(pack_matrix(random_matrix(DType::F16, 8, 64, 0, 43).ref), Error);
 }
 
+TEST_F(KernelTest, ReluSquareMatchesTheScalarFormulaOnEveryTarget) {
+  for (const SimdTarget& target : simd_targets()) {
+    set_simd_target(target.id);
+    for (int64_t n : {0, 1, 7, 16, 33, 1000}) {
+      auto x = random_vector(size_t(n) + 1, uint32_t(n) + 5);
+      x[0] = -0.0f;
+      std::vector<float> expected(x.size());
+      for (size_t i = 0; i < x.size(); ++i) expected[i] = x[i] > 0.0f ? x[i] * x[i] : 0.0f;
+      relu_square(x.data() + 1, n);  // unaligned
+      for (int64_t i = 1; i <= n; ++i)
+        ASSERT_EQ(x[size_t(i)], expected[size_t(i)]) << target.name << " n=" << n << " i=" << i;
+    }
+  }
+}
+
 TEST_F(KernelTest, QuantizedMatricesNeedWholeBlocks) {
   std::vector<uint8_t> data(1024);
   std::vector<float> x(40), y(2);
