@@ -19,11 +19,16 @@ namespace rwkv {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Decoding streams every weight from memory once. Rows go in groups of four,
-// and the hardware prefetchers lose track at each jump to the next group, so
-// the kernels prefetch the next group themselves: while working through the
-// current group, `done` bytes into it, they request the next group's bytes
-// at the same proportion. `next` is null for the last group.
+// Decoding streams every weight from memory once. For one row of X the float
+// kernel reads rows one after another, a single stream the hardware
+// prefetcher follows (measured: 0.1B fp16 decode at 1 thread went from ~75
+// to ~105 tokens/s against the grouped kernel below). For several rows of X
+// rows go in groups of four, and the hardware prefetchers lose track at
+// each jump to the next group, so the kernels prefetch the next group
+// themselves: while working through the current group, `done` bytes into
+// it, they request the next group's bytes at the same proportion (without
+// it batched decoding at B=8 was ~15% slower). `next` is null for the last
+// group.
 struct NextGroup {
   const uint8_t* next = nullptr;
   int64_t bytes = 0;  // of the next group
@@ -82,10 +87,39 @@ struct KindBF16 {
 // row r1 - 1 and drops the extra results. Every row is summed the same way
 // (two vector accumulators, one leftover vector, then a scalar tail) wherever
 // it falls, which is what makes results independent of the row split.
+// One row of X (decoding): rows one after another, a single sequential
+// stream for the hardware prefetcher, each summed exactly as FloatRows sums
+// it (two accumulators alternating over vectors, one leftover vector, then
+// the scalar tail), so results equal the batched kernel's bit for bit.
+template <class Kind>
+void FloatRowsSingle(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, float* y) {
+  using T = typename Kind::T;
+  const hn::ScalableTag<float> df;
+  const int64_t N = int64_t(hn::Lanes(df));
+  const T* w = static_cast<const T*>(wv);
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* wr = w + r * cols;
+    auto a = hn::Zero(df), b = a;
+    int64_t c = 0;
+    for (; c + 2 * N <= cols; c += 2 * N) {
+      a = hn::MulAdd(Kind::Load(df, wr + c), hn::LoadU(df, x + c), a);
+      b = hn::MulAdd(Kind::Load(df, wr + c + N), hn::LoadU(df, x + c + N), b);
+    }
+    if (c + N <= cols) {
+      a = hn::MulAdd(Kind::Load(df, wr + c), hn::LoadU(df, x + c), a);
+      c += N;
+    }
+    float s = hn::GetLane(hn::SumOfLanes(df, hn::Add(a, b)));
+    for (; c < cols; ++c) s += Kind::Scalar(wr[c]) * x[c];
+    y[r] = s;
+  }
+}
+
 template <class Kind>
 void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
                int64_t ldy) {
   using T = typename Kind::T;
+  if (n == 1) return FloatRowsSingle<Kind>(wv, cols, r0, r1, x, y);
   const hn::ScalableTag<float> df;
   const int64_t N = int64_t(hn::Lanes(df));
   const T* w = static_cast<const T*>(wv);
