@@ -129,9 +129,15 @@ void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float
     const T* w2 = w + std::min(g + 2, r1 - 1) * cols;
     const T* w3 = w + std::min(g + 3, r1 - 1) * cols;
     const NextGroup ahead = next_group(w, cols * int64_t(sizeof(T)), g, r1);
-    for (int64_t t = 0; t < n; ++t) {
+    // Two rows of X at a time share each widened weight vector (widening
+    // fp16/bf16 costs as much as the multiply-add); each (row, x) sum is
+    // still formed exactly as above. An odd last row of X is paired with
+    // itself and its duplicate results dropped.
+    for (int64_t t = 0; t < n; t += 2) {
       const float* xt = x + t * cols;
+      const float* xu = t + 1 < n ? xt + cols : xt;
       auto a0 = hn::Zero(df), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      auto c0 = a0, c1 = a0, c2 = a0, c3 = a0, d0 = a0, d1 = a0, d2 = a0, d3 = a0;  // row xu
       int64_t c = 0;
       for (; c + 2 * N <= cols; c += 2 * N) {
         if (t == 0) {  // 4 rows x 2N weights here; the same share of the next group
@@ -139,39 +145,66 @@ void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float
           for (int64_t o = at; o < at + step; o += 128) ahead.fetch(o);
         }
         const auto xa = hn::LoadU(df, xt + c), xb = hn::LoadU(df, xt + c + N);
-        a0 = hn::MulAdd(Kind::Load(df, w0 + c), xa, a0);
-        a1 = hn::MulAdd(Kind::Load(df, w1 + c), xa, a1);
-        a2 = hn::MulAdd(Kind::Load(df, w2 + c), xa, a2);
-        a3 = hn::MulAdd(Kind::Load(df, w3 + c), xa, a3);
-        b0 = hn::MulAdd(Kind::Load(df, w0 + c + N), xb, b0);
-        b1 = hn::MulAdd(Kind::Load(df, w1 + c + N), xb, b1);
-        b2 = hn::MulAdd(Kind::Load(df, w2 + c + N), xb, b2);
-        b3 = hn::MulAdd(Kind::Load(df, w3 + c + N), xb, b3);
+        const auto ua = hn::LoadU(df, xu + c), ub = hn::LoadU(df, xu + c + N);
+        const auto w0a = Kind::Load(df, w0 + c), w1a = Kind::Load(df, w1 + c);
+        const auto w2a = Kind::Load(df, w2 + c), w3a = Kind::Load(df, w3 + c);
+        a0 = hn::MulAdd(w0a, xa, a0);
+        a1 = hn::MulAdd(w1a, xa, a1);
+        a2 = hn::MulAdd(w2a, xa, a2);
+        a3 = hn::MulAdd(w3a, xa, a3);
+        c0 = hn::MulAdd(w0a, ua, c0);
+        c1 = hn::MulAdd(w1a, ua, c1);
+        c2 = hn::MulAdd(w2a, ua, c2);
+        c3 = hn::MulAdd(w3a, ua, c3);
+        const auto w0b = Kind::Load(df, w0 + c + N), w1b = Kind::Load(df, w1 + c + N);
+        const auto w2b = Kind::Load(df, w2 + c + N), w3b = Kind::Load(df, w3 + c + N);
+        b0 = hn::MulAdd(w0b, xb, b0);
+        b1 = hn::MulAdd(w1b, xb, b1);
+        b2 = hn::MulAdd(w2b, xb, b2);
+        b3 = hn::MulAdd(w3b, xb, b3);
+        d0 = hn::MulAdd(w0b, ub, d0);
+        d1 = hn::MulAdd(w1b, ub, d1);
+        d2 = hn::MulAdd(w2b, ub, d2);
+        d3 = hn::MulAdd(w3b, ub, d3);
       }
       if (c + N <= cols) {
-        const auto xa = hn::LoadU(df, xt + c);
-        a0 = hn::MulAdd(Kind::Load(df, w0 + c), xa, a0);
-        a1 = hn::MulAdd(Kind::Load(df, w1 + c), xa, a1);
-        a2 = hn::MulAdd(Kind::Load(df, w2 + c), xa, a2);
-        a3 = hn::MulAdd(Kind::Load(df, w3 + c), xa, a3);
+        const auto xa = hn::LoadU(df, xt + c), ua = hn::LoadU(df, xu + c);
+        const auto w0a = Kind::Load(df, w0 + c), w1a = Kind::Load(df, w1 + c);
+        const auto w2a = Kind::Load(df, w2 + c), w3a = Kind::Load(df, w3 + c);
+        a0 = hn::MulAdd(w0a, xa, a0);
+        a1 = hn::MulAdd(w1a, xa, a1);
+        a2 = hn::MulAdd(w2a, xa, a2);
+        a3 = hn::MulAdd(w3a, xa, a3);
+        c0 = hn::MulAdd(w0a, ua, c0);
+        c1 = hn::MulAdd(w1a, ua, c1);
+        c2 = hn::MulAdd(w2a, ua, c2);
+        c3 = hn::MulAdd(w3a, ua, c3);
         c += N;
       }
       float s0 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a0, b0)));
       float s1 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a1, b1)));
       float s2 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a2, b2)));
       float s3 = hn::GetLane(hn::SumOfLanes(df, hn::Add(a3, b3)));
+      float u0 = hn::GetLane(hn::SumOfLanes(df, hn::Add(c0, d0)));
+      float u1 = hn::GetLane(hn::SumOfLanes(df, hn::Add(c1, d1)));
+      float u2 = hn::GetLane(hn::SumOfLanes(df, hn::Add(c2, d2)));
+      float u3 = hn::GetLane(hn::SumOfLanes(df, hn::Add(c3, d3)));
       for (; c < cols; ++c) {
-        const float xc = xt[c];
+        const float xc = xt[c], uc = xu[c];
         s0 += Kind::Scalar(w0[c]) * xc;
         s1 += Kind::Scalar(w1[c]) * xc;
         s2 += Kind::Scalar(w2[c]) * xc;
         s3 += Kind::Scalar(w3[c]) * xc;
+        u0 += Kind::Scalar(w0[c]) * uc;
+        u1 += Kind::Scalar(w1[c]) * uc;
+        u2 += Kind::Scalar(w2[c]) * uc;
+        u3 += Kind::Scalar(w3[c]) * uc;
       }
-      float* yt = y + t * ldy;
-      yt[g] = s0;
-      if (g + 1 < r1) yt[g + 1] = s1;
-      if (g + 2 < r1) yt[g + 2] = s2;
-      if (g + 3 < r1) yt[g + 3] = s3;
+      const float sums[2][4] = {{s0, s1, s2, s3}, {u0, u1, u2, u3}};
+      for (int64_t k = 0; k < 2 && t + k < n; ++k) {
+        float* yt = y + (t + k) * ldy;
+        for (int64_t i = 0; i < 4 && g + i < r1; ++i) yt[g + i] = sums[k][i];
+      }
     }
   }
 }

@@ -279,6 +279,29 @@ TEST_F(KernelTest, PackedRowsAreIdenticalForEveryBatchSizeAndTarget) {
   }
 }
 
+TEST_F(KernelTest, FloatBatchesBelowTheGemmSizeEqualSingleRowsBitForBit) {
+  // Batched decoding (B < kGemmMinRows sequences) must give each sequence the
+  // logits it gets alone: the row-at-a-time kernel for one row of X and the
+  // grouped, paired kernel for several sum every output the same way.
+  for (const SimdTarget& target : simd_targets()) {
+    set_simd_target(target.id);
+    for (DType t : {DType::F32, DType::F16, DType::BF16})
+      for (int64_t cols : {int64_t(7), int64_t(64), int64_t(100)}) {
+        const TestMatrix m = random_matrix(t, 13, cols, dtype_size(t), 51);
+        for (int64_t n : {int64_t(2), int64_t(3), int64_t(5), kGemmMinRows - 1}) {
+          const auto x = random_vector(size_t(n * cols), 52);
+          std::vector<float> batched(size_t(n * 13)), single(13);
+          matmul(m.ref, x.data(), n, batched.data());
+          for (int64_t i = 0; i < n; ++i) {
+            matvec(m.ref, x.data() + i * cols, single.data());
+            EXPECT_EQ(std::memcmp(single.data(), batched.data() + i * 13, sizeof(float) * 13), 0)
+                << target.name << " " << dtype_name(t) << " cols " << cols << " n=" << n << " row " << i;
+          }
+        }
+      }
+  }
+}
+
 TEST_F(KernelTest, PackingKeepsTheSizeAndRefusesOtherTypes) {
   const TestMatrix m = random_matrix(DType::Q4_0, 16, 64, 0, 41);
   EXPECT_EQ(packed_bytes(m.ref), m.ref.bytes());
