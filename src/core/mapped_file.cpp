@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "core/error.h"
@@ -39,6 +41,18 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   }
   ::close(fd);
   return file;
+}
+
+bool MappedFile::release(const void* p, size_t n) const {
+  const auto* b = static_cast<const std::byte*>(p);
+  if (data_ == nullptr || b < data_ || n > size_ || b - data_ > std::ptrdiff_t(size_ - n)) return false;
+  const auto page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page;
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(b) + n) / page * page;
+  // Only whole pages inside the range: neighbours may still be in use. A
+  // private read-only file mapping loses nothing to MADV_DONTNEED.
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return true;
 }
 
 MappedFile::~MappedFile() {

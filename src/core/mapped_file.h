@@ -20,6 +20,11 @@ class MappedFile {
   size_t size() const { return size_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
+  // Drops this process's pages of [p, p + n) when the range lies in this
+  // mapping (the file's pages stay in the page cache; a later read maps them
+  // again), so a tensor copied elsewhere stops counting twice in the RSS.
+  // Returns whether the range was in the mapping.
+  bool release(const void* p, size_t n) const;
 
  private:
   MappedFile() = default;

@@ -27,4 +27,10 @@ std::byte* TensorArchive::own(size_t nbytes) {
   return p;
 }
 
+void TensorArchive::release_pages(const void* p, size_t n) const {
+  for (const auto& f : files_)
+    if (f->release(p, n)) return;
+  for (const auto& a : archives_) a->release_pages(p, n);
+}
+
 }  // namespace rwkv

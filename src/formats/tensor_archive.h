@@ -54,6 +54,9 @@ class TensorArchive {
   void keep_alive(std::shared_ptr<const MappedFile> file) { files_.push_back(std::move(file)); }
   // For archives whose tensors view another archive's data (layout mappings).
   void keep_alive(std::shared_ptr<const TensorArchive> other) { archives_.push_back(std::move(other)); }
+  // Drops the process's pages of a tensor's bytes if they lie in a mapped
+  // file (see MappedFile::release); owned buffers are left alone.
+  void release_pages(const void* p, size_t n) const;
 
  private:
   struct AlignedFree {

@@ -52,7 +52,10 @@ MatRef WeightReader::matrix(std::string_view name, int64_t rows, int64_t cols) {
   if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
     fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), rows, cols);
   MatRef m{t.dtype, rows, cols, t.data};
-  if (packable(t.dtype)) m.packed = storage_.matrices.emplace_back(pack_matrix(m)).data();
+  if (packable(t.dtype)) {
+    m.packed = storage_.matrices.emplace_back(pack_matrix(m)).data();
+    archive_->release_pages(t.data, m.bytes());  // the packed copy is what decoding reads
+  }
   return m;
 }
 

@@ -15,6 +15,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "formats/gguf.h"
 #include "formats/open.h"
 #include "formats/pth.h"
@@ -1022,6 +1023,28 @@ TEST(Convert, InfoNamesEachFormat) {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(line + "\n"), std::string::npos) << path << ": " << r.output;
   }
+}
+
+
+TEST(MappedFile, ReleasedPagesReadBackUnchangedAndOnlyItsOwnRangesAreReleased) {
+  test::TempDir dir;
+  const std::string path = dir / "pages.bin";
+  std::vector<uint8_t> bytes(3 * 4096 + 123);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 7 + 3);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fwrite(bytes.data(), 1, bytes.size(), f), bytes.size());
+    std::fclose(f);
+  }
+  const auto file = MappedFile::open(path);
+  const std::byte* d = file->data();
+  ASSERT_EQ(std::memcmp(d, bytes.data(), bytes.size()), 0);  // touch every page
+  EXPECT_TRUE(file->release(d + 100, 2 * 4096 + 500));
+  EXPECT_TRUE(file->release(d, bytes.size()));
+  EXPECT_EQ(std::memcmp(d, bytes.data(), bytes.size()), 0);  // mapped again from the file
+  EXPECT_FALSE(file->release(bytes.data(), 10));              // not in the mapping
+  EXPECT_FALSE(file->release(d + 10, bytes.size()));          // runs past its end
 }
 
 }  // namespace
