@@ -613,6 +613,35 @@ void ReluSquare(float* x, int64_t n) {
   }
 }
 
+// Multiply-adds of `iterations` x 12 independent vectors; returns their sum
+// (so the work is not optimised away). Twelve chains cover the latency of
+// the FMA units of current x86 cores.
+float FmaLoop(int64_t iterations) {
+  const hn::ScalableTag<float> df;
+  const auto m = hn::Set(df, 0.999999f), c = hn::Set(df, 1e-7f);
+  auto a0 = hn::Set(df, 1.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  auto a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  for (int64_t i = 0; i < iterations; ++i) {
+    a0 = hn::MulAdd(a0, m, c);
+    a1 = hn::MulAdd(a1, m, c);
+    a2 = hn::MulAdd(a2, m, c);
+    a3 = hn::MulAdd(a3, m, c);
+    a4 = hn::MulAdd(a4, m, c);
+    a5 = hn::MulAdd(a5, m, c);
+    a6 = hn::MulAdd(a6, m, c);
+    a7 = hn::MulAdd(a7, m, c);
+    a8 = hn::MulAdd(a8, m, c);
+    a9 = hn::MulAdd(a9, m, c);
+    a10 = hn::MulAdd(a10, m, c);
+    a11 = hn::MulAdd(a11, m, c);
+  }
+  const auto sum = hn::Add(hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7))),
+                           hn::Add(hn::Add(a8, a9), hn::Add(a10, a11)));
+  return hn::GetLane(hn::SumOfLanes(df, sum));
+}
+
+int64_t FloatLanes() { return int64_t(hn::Lanes(hn::ScalableTag<float>())); }
+
 // ------------------------------------------------- per-type entry points
 // One signature for all types so the dispatcher can pick from a table;
 // xsum is used by the affine quantized types only.
@@ -660,6 +689,7 @@ HWY_AFTER_NAMESPACE();
 #include <cblas.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <vector>
 
@@ -689,6 +719,8 @@ HWY_EXPORT(DecodeQ5_1);
 HWY_EXPORT(DecodeQ4_NL);
 HWY_EXPORT(QuantizeActivations);
 HWY_EXPORT(ReluSquare);
+HWY_EXPORT(FmaLoop);
+HWY_EXPORT(FloatLanes);
 HWY_EXPORT(RowsQ8_0Q8);
 HWY_EXPORT(RowsQ4_0Q8);
 HWY_EXPORT(RowsQ4_1Q8);
@@ -838,6 +870,28 @@ void matmul_gemm(const MatRef& w, const float* x, int64_t n, float* y) {
 }  // namespace
 
 void relu_square(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ReluSquare)(x, n); }
+
+double measure_fma_peak(double seconds) {
+  ThreadPool& pool = thread_pool();
+  const int64_t threads = pool.size();
+  const int64_t lanes = HWY_DYNAMIC_DISPATCH(FloatLanes)();
+  std::atomic<uint32_t> sink{0};
+  auto run = [&](int64_t iterations) {
+    const auto start = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, 1, [&](int64_t, int64_t) {
+      const float r = HWY_DYNAMIC_DISPATCH(FmaLoop)(iterations);
+      uint32_t bits;
+      std::memcpy(&bits, &r, 4);
+      sink += bits;
+    });
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  int64_t iterations = 1 << 16;
+  while (run(iterations) < seconds / 8 && iterations < (int64_t(1) << 40)) iterations *= 2;
+  double best = 0;
+  for (int r = 0; r < 3; ++r) best = std::max(best, double(threads * iterations * 12 * lanes * 2) / run(iterations));
+  return best;
+}
 
 void set_quant_dot(QuantDot mode) { g_quant_dot = mode; }
 QuantDot quant_dot() { return g_quant_dot; }

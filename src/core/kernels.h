@@ -62,6 +62,11 @@ void layer_norm(const float* x, const float* weight, const float* bias, int64_t 
 void group_norm(const float* x, const float* weight, const float* bias, int64_t groups, int64_t group_size, float eps,
                 float* y);
 
+// The float32 multiply-add peak of the thread pool's threads in FLOP/s (two
+// per multiply-add), measured with independent vector FMAs for about
+// `seconds`: the ceiling prefill is compared with.
+double measure_fma_peak(double seconds = 0.5);
+
 // x[i] = max(x[i], 0)^2 for i < n (vectorized).
 void relu_square(float* x, int64_t n);
 

@@ -22,6 +22,7 @@
 #include "apps/cli/common.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/kernels.h"
 #include "core/thread_pool.h"
 #include "formats/open.h"
 #include "model/loader.h"
@@ -71,6 +72,19 @@ size_t weight_bytes_per_token(const TensorArchive& archive, const ModelConfig& c
     } else {
       total += t.nbytes;
     }
+  }
+  return total;
+}
+
+// Float operations per prompt token in the matrix products (two per weight of
+// every matrix but the vocabulary-sized ones: the embedding is a lookup and
+// the head runs for the last token only). Element-wise work is left out.
+double prefill_flops_per_token(const TensorArchive& archive, const ModelConfig& c) {
+  double total = 0;
+  for (const TensorInfo& t : archive.tensors()) {
+    int64_t dims_over_1 = 0;
+    for (int64_t d : t.shape) dims_over_1 += d > 1;
+    if (dims_over_1 >= 2 && t.shape[0] != c.n_vocab) total += 2.0 * double(t.numel());
   }
   return total;
 }
@@ -201,6 +215,9 @@ int run_bench(const BenchOptions& o) {
   const size_t peak_rss = peak_rss_bytes();  // before the bandwidth buffer
 
   const double bandwidth = o.bandwidth_mib > 0 ? measure_read_bandwidth(size_t(o.bandwidth_mib) << 20) : 0.0;
+  const double fma_peak = o.bandwidth_mib > 0 ? measure_fma_peak() : 0.0;
+  const double prefill_flops = prefill_flops_per_token(*archive, c) * prefill_tps;
+  const double fma_fraction = fma_peak > 0 ? prefill_flops / fma_peak : 0.0;
   // One decode step reads the weights once for the whole batch.
   const double achieved = double(weight_bytes) * first.tokens_per_s / double(o.batch);
   const double fraction = bandwidth > 0 ? achieved / bandwidth : 0.0;
@@ -228,6 +245,9 @@ int run_bench(const BenchOptions& o) {
         {"peak_rss_bytes", peak_rss},
         {"bandwidth_bytes_per_s", bandwidth},
         {"bandwidth_fraction", fraction},
+        {"prefill_flops_per_s", prefill_flops},
+        {"fma_peak_flops_per_s", fma_peak},
+        {"prefill_fma_fraction", fma_fraction},
     };
     if (o.context > 0) {
       j["context_tokens"] = o.context;
@@ -258,6 +278,11 @@ int run_bench(const BenchOptions& o) {
   if (bandwidth > 0)
     fmt::print("bandwidth: {:.2f} GB/s (streaming read of {} MiB, {} threads) -> {:.0f}% of it achieved\n",
                bandwidth / 1e9, o.bandwidth_mib, threads, 100 * fraction);
+  if (fma_peak > 0)
+    fmt::print("compute:   prefill {:.1f} GFLOP/s in the matrix products; float32 FMA peak {:.1f} GFLOP/s ({} threads) "
+               "-> {:.0f}% of it{}\n",
+               prefill_flops / 1e9, fma_peak / 1e9, threads, 100 * fma_fraction,
+               is_quantized(c.dtype) ? " (int8 products counted as float ones)" : "");
   fmt::print("peak RSS:  {:.1f} MB\n", double(peak_rss) / mb);
   return 0;
 }
@@ -279,7 +304,7 @@ Runner add_bench(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json", o->json, "Print one JSON object instead of text");
   cmd->add_option("--bandwidth-mib", o->bandwidth_mib,
-                  "Buffer for the bandwidth measurement, far larger than the caches (0: skip it)")
+                  "Buffer for the bandwidth measurement, far larger than the caches (0: skip it and the FMA peak)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   add_threads_flag(*cmd);
