@@ -60,6 +60,19 @@ double measure_read_bandwidth(size_t bytes, int repeats) {
   return best;
 }
 
+}  // namespace rwkv
+
+// OpenBLAS's own query; weak so that another BLAS links too.
+extern "C" char* openblas_get_corename(void) __attribute__((weak));
+
+namespace rwkv {
+
+std::string blas_core_name() {
+  if (openblas_get_corename == nullptr) return "";
+  const char* name = openblas_get_corename();
+  return name != nullptr ? name : "";
+}
+
 std::string cpu_summary() {
   std::string model = "unknown CPU";
   std::ifstream cpuinfo("/proc/cpuinfo");
@@ -70,8 +83,9 @@ std::string cpu_summary() {
       break;
     }
   }
-  return fmt::format("{}, {} hardware threads, SIMD {}", model, std::thread::hardware_concurrency(),
-                     current_simd_target().name);
+  const std::string blas = blas_core_name();
+  return fmt::format("{}, {} hardware threads, SIMD {}{}", model, std::thread::hardware_concurrency(),
+                     current_simd_target().name, blas.empty() ? "" : ", OpenBLAS " + blas);
 }
 
 }  // namespace rwkv

@@ -29,6 +29,12 @@ void set_simd_target(int64_t id);
 // every weight once per token.
 double measure_read_bandwidth(size_t bytes = size_t(1) << 30, int repeats = 5);
 
+// The kernel set OpenBLAS picked for this CPU (e.g. "Cooperlake"), or ""
+// when the BLAS in use is not OpenBLAS. It decides the fp16/bf16 prefill
+// speed: OPENBLAS_CORETYPE=Haswell in the environment (set on this project's
+// build machines) leaves AVX-512 unused and made fp16 prefill ~1.5x slower.
+std::string blas_core_name();
+
 // One line describing the CPU: model name, hardware threads, SIMD target.
 std::string cpu_summary();
 

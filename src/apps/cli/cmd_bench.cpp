@@ -231,6 +231,7 @@ int run_bench(const BenchOptions& o) {
         {"n_embd", c.n_embd},
         {"n_vocab", c.n_vocab},
         {"simd", current_simd_target().name},
+        {"blas", blas_core_name()},
         {"threads", threads},
         {"batch", o.batch},
         {"prompt_tokens", o.prompt},
