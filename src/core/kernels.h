@@ -1,7 +1,10 @@
-// Float32 kernels used by the model code. Weights may be stored as f32, f16,
-// bf16 or a block-quantized type (core/quant.h: ggml's and Q4_NL) and are
-// decoded on the fly; arithmetic is float32. Shapes are stated per function;
-// all buffers are contiguous row-major.
+// Matrix kernels used by the model code. Weights may be stored as f32, f16,
+// bf16 or a block-quantized type (core/quant.h: ggml's and Q4_NL). Float
+// weights are widened on the fly and multiplied in float32; quantized ones
+// are multiplied with int8 dot products against activations rounded to int8
+// per 32-block (QuantDot below), from a packed copy when the MatRef has one
+// (core/kernels_packed.h). Shapes are stated per function; all buffers are
+// contiguous row-major.
 //
 // Matrix products use SIMD code compiled for several instruction sets and
 // chosen at run time (Highway), spread over the thread pool (core/
@@ -88,12 +91,12 @@ namespace reference {
 void matmul(const MatRef& w, const float* x, int64_t n, float* y);
 }  // namespace reference
 
-// Below this many input rows matmul runs the matvec kernel once per row of X
-// (weights stay in cache between them); from it on, blocks of W are decoded
-// and multiplied with SGEMM. 16 so that batched decoding (B sequences, one
-// token each) reads quantized weights once instead of decoding them to floats
-// per step: B=8 on a 0.1B Q8_0 model went from 1.15x to 1.85x the
-// single-stream tokens/s. Exposed for tests and benchmarks.
+// For weights without a packed copy: below this many input rows matmul runs
+// the matvec kernels (weights stay in cache between the rows of X); from it
+// on, blocks of W are decoded and multiplied with SGEMM. Packed weights use
+// their int8 kernel for every number of rows. 16 so that batched decoding (B
+// sequences, one token each) of unpacked types reads the weights once per
+// step instead of decoding them to floats. Exposed for tests and benchmarks.
 inline constexpr int64_t kGemmMinRows = 16;
 
 }  // namespace rwkv
