@@ -419,6 +419,20 @@ TEST(BenchCommand, JsonHasTheScriptedFieldsWithConsistentValues) {
   for (const TensorInfo& t : archive.tensors()) expected += t.name == "emb.weight" ? t.nbytes / 256 : t.nbytes;
   EXPECT_EQ(j["weight_bytes_per_token"].get<size_t>(), expected);
   EXPECT_GT(j["peak_rss_bytes"].get<double>(), double(expected));
+  // Prefill against the FMA peak: two FLOPs per weight of every matrix but
+  // the vocabulary-sized ones (embedding, head), computed independently here.
+  double flops = 0;
+  for (const TensorInfo& t : archive.tensors()) {
+    int64_t big_dims = 0;
+    for (int64_t d : t.shape) big_dims += d > 1;
+    if (big_dims >= 2 && t.shape[0] != 256) flops += 2.0 * double(t.numel());
+  }
+  EXPECT_GT(j["fma_peak_flops_per_s"].get<double>(), 1e9);
+  EXPECT_NEAR(j["prefill_flops_per_s"].get<double>(), flops * j["prefill_tokens_per_s"].get<double>(),
+              1e-6 * j["prefill_flops_per_s"].get<double>());
+  EXPECT_NEAR(j["prefill_fma_fraction"].get<double>(),
+              j["prefill_flops_per_s"].get<double>() / j["fma_peak_flops_per_s"].get<double>(), 1e-9);
+  EXPECT_TRUE(j.contains("blas"));
   // The state has a fixed size: feeding 600 tokens must not grow memory.
   EXPECT_LE(j["rss_bytes_after_context"].get<double>(),
             j["rss_bytes_after_512_context_tokens"].get<double>() + 1e6);
