@@ -71,4 +71,15 @@ int64_t scale_tensor(DType t, const void* src, size_t n, size_t nbytes, float fa
   return -1;
 }
 
+void transpose_matrices(const std::byte* src, std::byte* dst, int64_t count, int64_t rows, int64_t cols,
+                        size_t elem_bytes) {
+  for (int64_t k = 0; k < count; ++k) {
+    const std::byte* s = src + size_t(k * rows * cols) * elem_bytes;
+    std::byte* d = dst + size_t(k * rows * cols) * elem_bytes;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        std::memcpy(d + size_t(j * rows + i) * elem_bytes, s + size_t(i * cols + j) * elem_bytes, elem_bytes);
+  }
+}
+
 }  // namespace rwkv

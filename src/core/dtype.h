@@ -119,4 +119,9 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n);
 // exact in fp16 (dst is then incomplete), or -1 when all are.
 int64_t scale_tensor(DType t, const void* src, size_t n, size_t nbytes, float factor, void* dst);
 
+// Transposes `count` consecutive row-major [rows, cols] matrices of
+// `elem_bytes`-sized elements from src into dst (each becomes [cols, rows]).
+void transpose_matrices(const std::byte* src, std::byte* dst, int64_t count, int64_t rows, int64_t cols,
+                        size_t elem_bytes);
+
 }  // namespace rwkv

@@ -82,14 +82,9 @@ struct KindBF16 {
   static HWY_INLINE float Scalar(T v) { return bf16_to_f32(v); }
 };
 
-// Rows [r0, r1) of Y[t, r] = W[r] . X[t] for t < n (Y row stride ldy).
-// Rows go in groups of four sharing each load of x; a group past r1 repeats
-// row r1 - 1 and drops the extra results. Every row is summed the same way
-// (two vector accumulators, one leftover vector, then a scalar tail) wherever
-// it falls, which is what makes results independent of the row split.
 // One row of X (decoding): rows one after another, a single sequential
-// stream for the hardware prefetcher, each summed exactly as FloatRows sums
-// it (two accumulators alternating over vectors, one leftover vector, then
+// stream for the hardware prefetcher, each summed exactly as FloatRows below
+// sums it (two accumulators alternating over vectors, one leftover vector, then
 // the scalar tail), so results equal the batched kernel's bit for bit.
 template <class Kind>
 void FloatRowsSingle(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, float* y) {
@@ -115,6 +110,11 @@ void FloatRowsSingle(const void* wv, int64_t cols, int64_t r0, int64_t r1, const
   }
 }
 
+// Rows [r0, r1) of Y[t, r] = W[r] . X[t] for t < n (Y row stride ldy).
+// Rows go in groups of four sharing each load of x; a group past r1 repeats
+// row r1 - 1 and drops the extra results. Every row is summed the same way
+// (two vector accumulators, one leftover vector, then a scalar tail) wherever
+// it falls, which is what makes results independent of the row split.
 template <class Kind>
 void FloatRows(const void* wv, int64_t cols, int64_t r0, int64_t r1, const float* x, int64_t n, float* y,
                int64_t ldy) {

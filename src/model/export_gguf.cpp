@@ -80,12 +80,7 @@ class Exporter {
     o.name = name;
     o.shape = batched ? Shape{p, b, a} : Shape{b, a};
     std::byte* dst = out_->own(t.nbytes);
-    for (int64_t k = 0; k < p; ++k) {
-      const std::byte* s = t.data + size_t(k * a * b) * e;
-      std::byte* d = dst + size_t(k * a * b) * e;
-      for (int64_t i = 0; i < a; ++i)
-        for (int64_t j = 0; j < b; ++j) std::memcpy(d + size_t(j * a + i) * e, s + size_t(i * b + j) * e, e);
-    }
+    transpose_matrices(t.data, dst, p, a, b, e);
     o.data = dst;
     add(std::move(o));
   }

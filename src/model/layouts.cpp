@@ -98,12 +98,7 @@ class Mapper {
     const int64_t p = batched ? t.shape[0] : 1, a = t.shape[batched], b = t.shape[batched + 1];
     TensorInfo o = like(name, t, batched ? Shape{p, b, a} : Shape{b, a});
     std::byte* dst = out_->own(o.nbytes);
-    for (int64_t k = 0; k < p; ++k) {
-      const std::byte* s = t.data + size_t(k * a * b) * elem;
-      std::byte* d = dst + size_t(k * a * b) * elem;
-      for (int64_t i = 0; i < a; ++i)
-        for (int64_t j = 0; j < b; ++j) std::memcpy(d + size_t(j * a + i) * elem, s + size_t(i * b + j) * elem, elem);
-    }
+    transpose_matrices(t.data, dst, p, a, b, elem);
     o.data = dst;
     pending_.push_back(std::move(o));
   }

@@ -48,13 +48,10 @@ const float* WeightReader::flat(std::string_view name, const std::vector<int64_t
 }
 
 MatRef WeightReader::matrix(std::string_view name, int64_t rows, int64_t cols) {
-  const TensorInfo& t = get(name);
-  if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
-    fail("{}: tensor '{}' has shape {}, expected [{}, {}]", archive_->path, name, shape_string(t), rows, cols);
-  MatRef m{t.dtype, rows, cols, t.data};
-  if (packable(t.dtype)) {
+  MatRef m = table(name, rows, cols);
+  if (packable(m.dtype)) {
     m.packed = storage_.matrices.emplace_back(pack_matrix(m)).data();
-    archive_->release_pages(t.data, m.bytes());  // the packed copy is what decoding reads
+    archive_->release_pages(m.data, m.bytes());  // the packed copy is what decoding reads
   }
   return m;
 }
