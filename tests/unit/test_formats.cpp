@@ -34,6 +34,7 @@ namespace rwkv {
 namespace {
 
 using test::chunked_logits;
+using test::some_tokens;
 
 using test::TempDir;
 
@@ -635,17 +636,6 @@ TEST(Gguf, HostileHeadersAreClearErrors) {
 
 // ---- layouts: the same weights from every layout give the same logits ----------------------
 
-// Logits at every position, fed `chunk` tokens at a time (1: RNN mode; the
-// whole length: sequence mode).
-std::vector<int32_t> some_tokens(int64_t vocab, size_t n, uint32_t seed) {
-  std::vector<int32_t> t;
-  uint32_t x = seed;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    t.push_back(int32_t((x >> 8) % uint32_t(vocab)));
-  }
-  return t;
-}
 
 // Same weights, same arithmetic: the logits agree to float32 rounding. They
 // are in fact bit-identical (measured 0); the bound leaves room for a kernel

@@ -18,10 +18,13 @@
 #include "model/layouts.h"
 #include "model/loader.h"
 #include "runtime/tokenizer_world.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace rwkv {
 namespace {
+
+using test::some_tokens;
 
 using test::TempDir;
 
@@ -42,21 +45,7 @@ void expect_error(F&& f, std::string_view needle) {
 
 // Every position's logits, the whole sequence in one call.
 std::vector<float> logits(const Model& model, const std::vector<int32_t>& tokens) {
-  const int64_t V = model.config().n_vocab, T = int64_t(tokens.size());
-  State state = model.new_state();
-  std::vector<float> out(size_t(T * V));
-  model.forward(tokens, state, Logits::All, out);
-  return out;
-}
-
-std::vector<int32_t> some_tokens(int64_t vocab, size_t n, uint32_t seed) {
-  std::vector<int32_t> t;
-  uint32_t x = seed;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    t.push_back(int32_t((x >> 8) % uint32_t(vocab)));
-  }
-  return t;
+  return test::chunked_logits(model, tokens, int64_t(tokens.size()));
 }
 
 // A GGUF's metadata as written: key -> value type, array element type and the

@@ -45,4 +45,15 @@ inline float stddev(std::span<const float> v) {
   return float(std::sqrt(sq / double(v.size())));
 }
 
+// n pseudo-random token ids below `vocab`, the same for the same seed.
+inline std::vector<int32_t> some_tokens(int64_t vocab, size_t n, uint32_t seed) {
+  std::vector<int32_t> t;
+  uint32_t x = seed;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    t.push_back(int32_t((x >> 8) % uint32_t(vocab)));
+  }
+  return t;
+}
+
 }  // namespace rwkv::test
