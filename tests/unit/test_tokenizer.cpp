@@ -597,12 +597,17 @@ namespace {
 // lookup would reach, the tokenizer comes from the file's metadata and equals
 // the official one.
 TEST(TokenizerCli, GgufModelsUseTheirOwnVocabulary) {
-  test::TempDir dir;
-  const std::string gguf = dir / "model.gguf";
+  test::TempDir top;
+  // One level down, so that the lookup's ../shared/tokenizers (relative to
+  // the working directory) cannot reach a `shared` folder beside the system's
+  // temporary directory (as when the project is cloned into /tmp).
+  const std::string dir = top / "work";
+  std::filesystem::create_directory(dir);
+  const std::string gguf = dir + "/model.gguf";
   std::filesystem::create_symlink(test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.gguf"), gguf);
   const std::string text = "Hello, world! 你好 \xf0\x9f\x98\x80";
-  test::write_bytes(dir / "in.txt", std::vector<char>(text.begin(), text.end()));
-  const std::string in_dir = "cd '" + (dir / "") + "' && RWKV_TOKENIZER_DIR=. ";
+  test::write_bytes(dir + "/in.txt", std::vector<char>(text.begin(), text.end()));
+  const std::string in_dir = "cd '" + dir + "' && RWKV_TOKENIZER_DIR=. ";
   const std::string command = in_dir + std::string(RWKV_CLI_PATH) + " tokenize -m model.gguf --ids-only < in.txt 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
@@ -618,7 +623,7 @@ TEST(TokenizerCli, GgufModelsUseTheirOwnVocabulary) {
   EXPECT_EQ(out, expected + "\n");
   // The same model as a .pth has no vocabulary inside: from that folder it is not found.
   std::filesystem::create_symlink(test::shared_path("models/llamacpp-gguf/rand-v7-L2-C64-hs64-V65536-bf16.pth"),
-                                  dir / "model.pth");
+                                  dir + "/model.pth");
   const std::string pth_command = in_dir + std::string(RWKV_CLI_PATH) + " tokenize -m model.pth --ids-only < in.txt 2>&1";
   pipe = ::popen(pth_command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
